@@ -1,0 +1,188 @@
+"""The `datatuner` command line.
+
+Every command validates its arguments, exits non-zero with one clear line on bad input, and prints
+a one-line JSON summary as its last stdout line (`output`, `read`, `written`, `quarantined`, …).
+Progress goes to stderr. Heavy libraries are imported inside the commands, so `--help` is instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+EXIT_USAGE, EXIT_FAILED = 2, 1
+
+
+class UsageError(Exception):
+    """Bad arguments: reported as one line, exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, no usage dump
+        raise UsageError(message)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .ingest import FORMATS
+
+    parser = _Parser(
+        prog="datatuner",
+        description="Data-to-text generation with semantic-fidelity reranking, as a batch pipeline.",
+    )
+    parser.add_argument("--version", action="store_true", help="print the version and exit")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    ingest = commands.add_parser(
+        "ingest",
+        help="read a dataset or dump into a records stage (Parquet + manifest)",
+        description="Read WebNLG XML, E2E / ViGGO CSV, JSON Lines or N-Triples into a records "
+        "stage folder: part-*.parquet, _quarantine/, _manifest.json.",
+    )
+    ingest.add_argument("--format", required=True, choices=FORMATS, help="input format")
+    ingest.add_argument("--input", required=True, help="file or folder: path, file://, s3://")
+    ingest.add_argument("--output", required=True, help="stage folder URI to write")
+    ingest.add_argument("--split", help="split name for every record (default: from file names)")
+    ingest.add_argument(
+        "--max-triples",
+        type=_positive_int,
+        default=7,
+        help="ntriples: most triples per record when grouping by subject (default 7)",
+    )
+    _stage_options(ingest)
+
+    lin = commands.add_parser(
+        "linearize",
+        help="linearize a records stage (special tokens, entities, vocabulary)",
+        description="Turn a records stage into a linearized stage: `<subject> … <predicate> … "
+        "<object> …` strings, the entities a faithful text must convey, and the special-token "
+        "vocabulary of the train split (in the manifest).",
+    )
+    lin.add_argument("--input", required=True, help="records stage URI (from `ingest`)")
+    lin.add_argument("--output", required=True, help="stage folder URI to write")
+    lin.add_argument("--mode", choices=("fine", "coarse"), default="fine", help="state ids")
+    _stage_options(lin)
+    return parser
+
+
+def _stage_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--shard-mb", type=_positive_int, default=64, help="target shard size in MiB (default 64)"
+    )
+    parser.add_argument(
+        "--force", action="store_true", help="rewrite even if the inputs are unchanged"
+    )
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+class _Progress:
+    """A progress line on stderr every few seconds while a stage runs."""
+
+    def __init__(self, label: str, every: float = 5.0):
+        self.label, self.every, self.last = label, every, time.monotonic()
+
+    def __call__(self, stats) -> None:
+        now = time.monotonic()
+        if now - self.last >= self.every:
+            self.last = now
+            print(
+                f"{self.label}: read {stats.read:,} written {stats.written:,} "
+                f"quarantined {stats.quarantined:,}",
+                file=sys.stderr,
+                flush=True,
+            )
+
+
+def _summary(command: str, manifest: dict, started: float) -> dict:
+    counts = manifest["counts"]
+    return {
+        "command": command,
+        "output": manifest["output"],
+        "read": counts["read"],
+        "written": counts["written"],
+        "quarantined": counts["quarantined"],
+        "records": counts["records"],
+        "quarantined_by_reason": counts["quarantined_by_reason"],
+        "notes": counts["notes"],
+        "shards": len(manifest["files"]),
+        "skipped": bool(manifest.get("skipped")),
+        "seconds": round(time.monotonic() - started, 3),
+    }
+
+
+def cmd_ingest(args: argparse.Namespace) -> dict:
+    from .ingest import ingest
+
+    started = time.monotonic()
+    options = {"max_triples": args.max_triples} if args.format == "ntriples" else {}
+    manifest = ingest(
+        args.format,
+        args.input,
+        args.output,
+        split=args.split,
+        options=options,
+        shard_bytes=args.shard_mb * 1024 * 1024,
+        force=args.force,
+        progress=_Progress("ingest"),
+    )
+    return _summary("ingest", manifest, started)
+
+
+def cmd_linearize(args: argparse.Namespace) -> dict:
+    from .linearize import linearize
+
+    started = time.monotonic()
+    manifest = linearize(
+        args.input,
+        args.output,
+        mode=args.mode,
+        shard_bytes=args.shard_mb * 1024 * 1024,
+        force=args.force,
+    )
+    summary = _summary("linearize", manifest, started)
+    summary["special_tokens"] = len(manifest["extra"]["special_tokens"])
+    return summary
+
+
+COMMANDS = {"ingest": cmd_ingest, "linearize": cmd_linearize}
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .ingest import IngestError
+    from .storage import StorageError
+
+    try:
+        args = build_parser().parse_args(argv)
+        if args.version:
+            from . import __version__
+
+            print(json.dumps({"version": __version__}))
+            return 0
+        if args.command is None:
+            raise UsageError("a command is required; see `datatuner --help`")
+        summary = COMMANDS[args.command](args)
+    except UsageError as exc:
+        print(f"datatuner: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except (StorageError, IngestError, ValueError) as exc:
+        print(f"datatuner: error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        print("datatuner: interrupted", file=sys.stderr)
+        return 130
+    print(json.dumps(summary, ensure_ascii=False))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

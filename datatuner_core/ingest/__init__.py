@@ -1,0 +1,128 @@
+"""Ingest: any supported input format → a `records` stage folder (plus quarantine).
+
+Each format has a reader module with `SUFFIXES` and `read(files, root, split, options)` that yields
+`Item`s: a record or a quarantine row, with the number of input units (XML entries, CSV rows,
+N-Triples statements, JSONL lines) it accounts for. `ingest()` owns the counting, the stage
+writer and the skip-if-unchanged rule, so every reader obeys `read == written + quarantined`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+FORMATS = ("webnlg", "e2e", "viggo", "jsonl", "ntriples")
+
+
+@dataclass
+class Item:
+    """What a reader yields: one record or one quarantine row, and the input units behind it."""
+
+    record: dict | None = None
+    quarantine: dict | None = None
+    units: int = 1
+    notes: dict[str, int] | None = None  # soft anomalies behind this item, counted by name
+
+
+class IngestError(Exception):
+    """A whole input that cannot be read as the named format (wrong columns, not the format)."""
+
+
+def reader_module(fmt: str):
+    if fmt not in FORMATS:
+        raise IngestError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    return importlib.import_module(f"{__name__}.{fmt}")
+
+
+_SPLIT_WORDS = {
+    "train": "train",
+    "training": "train",
+    "trainset": "train",
+    "dev": "validation",
+    "devel": "validation",
+    "valid": "validation",
+    "validation": "validation",
+    "devset": "validation",
+    "test": "test",
+    "testset": "test",
+}
+
+
+def infer_split(relative_path: str, default: str = "all") -> str:
+    """The split a file belongs to, from the words of its path (`train/…`, `devel-fixed.csv`,
+    `viggo-valid.csv`); the last matching path component wins."""
+    found = default
+    for part in relative_path.split("/"):
+        for word in re.split(r"[^a-z]+", part.lower()):
+            if word in _SPLIT_WORDS:
+                found = _SPLIT_WORDS[word]
+    return found
+
+
+def safe_text(text: str) -> str:
+    """Text that Arrow accepts, with undecodable bytes (surrogate escapes) shown as \\xNN."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def ingest(
+    fmt: str,
+    input_uri: str,
+    output_uri: str,
+    *,
+    split: str | None = None,
+    options: dict | None = None,
+    storage_options: dict | None = None,
+    shard_bytes: int = 64 * 1024 * 1024,
+    force: bool = False,
+    progress: callable | None = None,
+) -> dict:
+    """Read `input_uri` as `fmt` and write a records stage at `output_uri`. Returns the manifest.
+
+    A stage already at `output_uri` made from the same inputs and options is kept as it is
+    (its manifest is returned with `skipped: true`) unless `force`.
+    """
+    from .. import storage
+    from ..schema import RECORDS
+
+    module = reader_module(fmt)
+    options = dict(options or {})
+    files = storage.list_inputs(input_uri, module.SUFFIXES, storage_options)
+    inputs = storage.input_fingerprint(files, storage_options)
+    config = {"format": fmt, "split": split, "options": options}
+    fp = storage.fingerprint("ingest", inputs, config, storage.code_version())
+    if not force and (done := storage.current_manifest(output_uri, fp, storage_options)):
+        return {**done, "skipped": True}
+
+    writer = storage.StageWriter(
+        output_uri, "ingest", RECORDS, shard_bytes=shard_bytes, storage_options=storage_options
+    )
+    stats = writer.stats
+    for item in module.read(files, input_uri, split, options, storage_options=storage_options):
+        stats.read += item.units
+        if item.record is not None:
+            writer.add(item.record)
+            stats.written += item.units
+            stats.records += 1
+        else:
+            writer.quarantine(item.quarantine, item.units)
+        if item.notes:
+            for name, n in item.notes.items():
+                stats.note(name, n)
+        if progress is not None:
+            progress(stats)
+    return writer.commit(inputs=inputs, fingerprint=fp, config=config)
+
+
+def read_lines(uri: str, storage_options: dict | None = None) -> Iterator[tuple[int, bytes]]:
+    """(line number, raw bytes without the newline) of a text file, streamed."""
+    from .. import storage
+
+    with storage.open_input(uri, storage_options) as f:
+        for number, line in enumerate(f, start=1):
+            yield number, line.rstrip(b"\r\n")
