@@ -71,11 +71,15 @@ def linearize_slots(act: str | None, slots: Iterable[dict]) -> tuple[str, list[s
         if item.strip() and item.strip().lower() not in _BOOLEAN
     )
     if act is None:
-        text = " ; ".join(f"{slot_token(n)} {n} = [ {v} ]" for n, v in slots)
+        text = " ; ".join(f"{slot_token(n)} {n} = {_bracket(v)}" for n, v in slots)
         return text, entities, tokens
-    shown = ", ".join(f"{slot_token(n)} {n.replace('_', ' ')}: [ {v} ]" for n, v in slots)
+    shown = ", ".join(f"{slot_token(n)} {n.replace('_', ' ')}: {_bracket(v)}" for n, v in slots)
     text = f"{slot_token(act)} {act.replace('_', ' ')} ( {shown} )"
     return text, entities, [slot_token(act), *tokens]
+
+
+def _bracket(value: str) -> str:
+    return f"[ {value} ]" if value else "[ ]"
 
 
 def linearize_data(data: dict) -> tuple[str, list[str], list[str]]:

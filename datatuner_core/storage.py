@@ -28,6 +28,8 @@ import pyarrow.parquet as pq
 MANIFEST = "_manifest.json"
 QUARANTINE_DIR = "_quarantine"
 MANIFEST_VERSION = 1
+# Compressed inputs are read transparently (fsspec's compression="infer").
+COMPRESSIONS = (".gz", ".bz2", ".xz", ".zst")
 # A shard is closed once its buffered rows reach this many bytes of Arrow memory.
 DEFAULT_SHARD_BYTES = 64 * 1024 * 1024
 # Rows buffered before they are converted to Arrow (bounds Python-object memory).
@@ -113,12 +115,14 @@ def list_inputs(
     uri: str, suffixes: tuple[str, ...], storage_options: dict | None = None
 ) -> list[str]:
     """The input files at `uri`: the file itself, or every file under a folder whose name ends
-    with one of `suffixes`, recursively, sorted. Raises StorageError if there are none."""
+    with one of `suffixes` (optionally compressed: `.xml.gz`), recursively, sorted; names starting
+    with `_` are skipped. Raises StorageError if there are none."""
     loc = locate(uri, storage_options)
     _check_reachable(loc)
     if loc.fs.isdir(loc.path):
+        wanted = tuple(s + c for s in suffixes for c in ("", *COMPRESSIONS))
         found = sorted(
-            p for p in loc.fs.find(loc.path) if p.lower().endswith(suffixes) and "/_" not in p
+            p for p in loc.fs.find(loc.path) if p.lower().endswith(wanted) and "/_" not in p
         )
         if not found:
             raise StorageError(f"no {'/'.join(suffixes)} files under {uri}")
@@ -129,11 +133,16 @@ def list_inputs(
 
 
 def relative_name(uri: str, root: str) -> str:
-    """`uri` relative to the input root `root` (the file name when they are equal)."""
-    uri, root = str(uri), str(root).rstrip("/")
-    if uri == root:
-        return uri.rsplit("/", 1)[-1]
-    return uri[len(root) :].lstrip("/") if uri.startswith(root) else uri
+    """`uri` relative to the input root `root`; the file name when `root` is the file itself.
+
+    Record ids and quarantine locations use it, so they do not depend on where the data lies.
+    """
+    if "://" not in str(uri) and "://" not in str(root):
+        rel = os.path.relpath(os.path.abspath(uri), os.path.abspath(root))
+    else:
+        uri_path, root_path = str(uri).split("://")[-1], str(root).split("://")[-1].rstrip("/")
+        rel = uri_path[len(root_path) :].lstrip("/") if uri_path.startswith(root_path) else uri_path
+    return os.path.basename(str(uri)) if rel in (".", "") else rel.replace(os.sep, "/")
 
 
 @contextlib.contextmanager
@@ -425,7 +434,10 @@ def iter_stage_batches(
     for file_uri in files if files is not None else stage_files(uri, storage_options, quarantine):
         loc = locate(file_uri, storage_options)
         with loc.fs.open(loc.path, "rb") as f:
-            yield from pq.ParquetFile(f).iter_batches(batch_size=batch_size)
+            # Arrow's thread pool reading a Python file object can abort the interpreter at exit
+            # ("terminate called without an active exception"): read on this thread only.
+            reader = pq.ParquetFile(f, pre_buffer=False)
+            yield from reader.iter_batches(batch_size=batch_size, use_threads=False)
 
 
 def read_stage(uri: str, storage_options: dict | None = None, *, quarantine: bool = False) -> pa.Table:
@@ -439,7 +451,7 @@ def read_stage(uri: str, storage_options: dict | None = None, *, quarantine: boo
     for file_uri in files:
         loc = locate(file_uri, storage_options)
         with loc.fs.open(loc.path, "rb") as f:
-            tables.append(pq.read_table(f))
+            tables.append(pq.read_table(f, use_threads=False, pre_buffer=False))
     return pa.concat_tables(tables)
 
 

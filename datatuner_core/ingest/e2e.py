@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from . import Item
 from .mr import parse_slots, read_mr_csv
 
-SUFFIXES = (".csv", ".csv.gz")
+SUFFIXES = (".csv",)
 
 
 def parse(text: str) -> tuple[None, list[tuple[str, str]]]:

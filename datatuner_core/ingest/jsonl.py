@@ -19,7 +19,7 @@ from .. import storage
 from ..schema import BadInput, content_id, make_quarantine, make_record
 from . import Item, infer_split, read_lines, safe_text
 
-SUFFIXES = (".jsonl", ".jsonl.gz", ".ndjson", ".ndjson.gz")
+SUFFIXES = (".jsonl", ".ndjson")
 SOURCE = "jsonl"
 
 

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from . import Item
 from .mr import parse_act, read_mr_csv
 
-SUFFIXES = (".csv", ".csv.gz")
+SUFFIXES = (".csv",)
 
 
 def read(

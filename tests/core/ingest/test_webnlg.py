@@ -1,0 +1,160 @@
+"""WebNLG reader: exact counts of the shared v1.4 data, both XML shapes, bad entries."""
+
+from __future__ import annotations
+
+import collections
+import gzip
+
+import pytest
+
+from datatuner_core import storage
+from datatuner_core.ingest import ingest
+
+# ../shared/data/README.md, section 1.
+ENTRIES = {"train": 6940, "validation": 872, "test": 1862}
+TEXTS = {"train": 18102, "validation": 2268, "test": 4928}
+BY_SIZE = {
+    "train": [1788, 1208, 1350, 1294, 942, 188, 170],
+    "validation": [226, 152, 171, 162, 116, 23, 22],
+    "test": [454, 349, 386, 363, 265, 24, 21],
+}
+UNSEEN = {"Artist", "Athlete", "CelestialBody", "MeanOfTransportation", "Politician"}
+
+
+@pytest.fixture(scope="module")
+def webnlg_stage(shared_data, tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("webnlg") / "records")
+    manifest = ingest("webnlg", str(shared_data / "webnlg"), out)
+    return manifest, storage.read_stage(out).to_pylist()
+
+
+def test_counts_match_the_shared_readme(webnlg_stage):
+    manifest, rows = webnlg_stage
+    entries = collections.Counter(r["split"] for r in rows)
+    texts = collections.Counter()
+    sizes = collections.defaultdict(lambda: [0] * 7)
+    for r in rows:
+        texts[r["split"]] += len(r["references"])
+        sizes[r["split"]][len(r["data"]["triples"]) - 1] += 1
+    assert dict(entries) == ENTRIES
+    assert dict(sizes) == BY_SIZE
+    # Six dev lexes are `<text/>`: counted as empty references, not kept as texts.
+    assert manifest["counts"]["notes"] == {"empty_references": 6}
+    assert texts["train"] == TEXTS["train"] and texts["test"] == TEXTS["test"]
+    assert texts["validation"] + 6 == TEXTS["validation"]
+    counts = manifest["counts"]
+    assert counts["read"] == counts["written"] == counts["records"] == sum(ENTRIES.values())
+    assert counts["quarantined"] == 0
+
+
+def test_seen_and_unseen_test_entries(webnlg_stage):
+    _, rows = webnlg_stage
+    test = [r for r in rows if r["split"] == "test"]
+    unseen = [r for r in test if r["category"] in UNSEEN]
+    assert (len(test) - len(unseen), len(unseen)) == (971, 891)
+    assert sum(len(r["references"]) for r in unseen) == 2433
+
+
+def test_record_content(webnlg_stage):
+    _, rows = webnlg_stage
+    by_id = {r["id"]: r for r in rows}
+    rec = by_id["train/1triples/Airport.xml#Id1"]
+    assert rec["source"] == "webnlg" and rec["category"] == "Airport"
+    assert rec["data"]["triples"] == [
+        {"subject": "Aarhus_Airport", "predicate": "cityServed", "object": '"Aarhus, Denmark"'}
+    ]
+    assert rec["data"]["act"] is None and rec["data"]["slots"] == []
+    assert rec["references"] == [
+        "The Aarhus is the airport of Aarhus, Denmark.",
+        "Aarhus Airport serves the city of Aarhus, Denmark.",
+    ]
+    assert rec["raw"].startswith('<entry category="Airport" eid="Id1" size="1">')
+    assert len({r["id"] for r in rows}) == len(rows)
+
+
+CHALLENGE_SHAPE = """<?xml version="1.0" ?>
+<benchmark>
+  <entries>
+    <entry category="Food" eid="Id7" size="2">
+      <originaltripleset><otriple>Ajoblanco | country | Spain@en</otriple></originaltripleset>
+      <modifiedtripleset>
+        <mtriple>Ajoblanco | country | Spain</mtriple>
+        <mtriple>Ajoblanco | mainIngredient | "Bread, almonds"</mtriple>
+      </modifiedtripleset>
+      <lex comment="good" lid="Id1">Ajoblanco is from Spain and contains bread and almonds.</lex>
+      <lex lid="Id2">Bread and almonds go into ajoblanco, a Spanish dish.</lex>
+    </entry>
+    <entry>
+      <originaltripleset><otriple>Spain | capital | Madrid</otriple></originaltripleset>
+      <lex>Madrid is the capital of Spain.</lex>
+    </entry>
+  </entries>
+</benchmark>
+"""
+
+
+def test_challenge_shape_and_missing_attributes(tmp_path):
+    path = tmp_path / "challenge" / "food.xml.gz"
+    path.parent.mkdir()
+    path.write_bytes(gzip.compress(CHALLENGE_SHAPE.encode()))
+    out = str(tmp_path / "out")
+    manifest = ingest("webnlg", str(tmp_path / "challenge"), out, split="test")
+    rows = storage.read_stage(out).to_pylist()
+    assert manifest["counts"]["read"] == 2 and manifest["counts"]["written"] == 2
+    first, second = rows
+    assert first["id"] == "food.xml.gz#Id7" and first["split"] == "test"
+    assert [t["predicate"] for t in first["data"]["triples"]] == ["country", "mainIngredient"]
+    assert first["references"] == [
+        "Ajoblanco is from Spain and contains bread and almonds.",
+        "Bread and almonds go into ajoblanco, a Spanish dish.",
+    ]
+    # No eid, no category, no mtriples: the position gives the id, otriples the data.
+    assert second["id"] == "food.xml.gz#entry2" and second["category"] is None
+    assert second["data"]["triples"] == [
+        {"subject": "Spain", "predicate": "capital", "object": "Madrid"}
+    ]
+
+
+def _entry(eid: str, triple: str = "A | p | B", text: str = "A p B.") -> str:
+    return (
+        f'<entry category="X" eid="{eid}" size="1">\n'
+        f"<modifiedtripleset><mtriple>{triple}</mtriple></modifiedtripleset>\n"
+        f"<lex><text>{text}</text></lex>\n</entry>\n"
+    )
+
+
+def test_bad_entries_are_quarantined_and_the_rest_is_read(tmp_path):
+    body = (
+        b"<benchmark><entries>\n"
+        + _entry("Id1").encode()
+        + b'<entry eid="Id2"><modifiedtripleset><mtriple>A | p | B</mtriple>'
+        + b"</modifiedtripleset><lex><text>broken</lex>\n</entry>\n"  # mismatched tag
+        + _entry("Id3", text="caf\xe9").encode("latin-1")  # invalid UTF-8
+        + _entry("Id4", triple="only two | parts").encode()
+        + b'<entry eid="Id5" size="0">\n</entry>\n'  # no triples at all
+        + b'<entry eid="Id6"><modifiedtripleset><mtriple>A | p | B</mtriple>\n'  # never closed
+        + _entry("Id7").encode()
+        + b'<entry eid="Id8"><modifiedtripleset>\n'  # unclosed at end of file
+    )
+    path = tmp_path / "bad.xml"
+    path.write_bytes(body)
+    out = str(tmp_path / "out")
+    manifest = ingest("webnlg", str(path), out)
+    counts = manifest["counts"]
+    assert (counts["read"], counts["written"], counts["quarantined"]) == (8, 2, 6)
+    assert [r["id"] for r in storage.read_stage(out).to_pylist()] == ["bad.xml#Id1", "bad.xml#Id7"]
+    bad = storage.read_stage(out, quarantine=True).to_pylist()
+    reasons = {row["location"]: row["reason"] for row in bad}
+    assert reasons["bad.xml:6"].startswith("malformed XML: mismatched tag")
+    assert reasons["bad.xml:8"].startswith("invalid UTF-8")
+    assert reasons["bad.xml:12"].startswith("malformed triple")
+    assert reasons["bad.xml:16"] == "empty record: no triples, act or slots"
+    assert reasons["bad.xml:18"] == "malformed XML: <entry> is not closed before the next one"
+    assert reasons["bad.xml:23"] == "malformed XML: <entry> is not closed before end of file"
+    assert all(row["source"] == "webnlg" and row["raw"].startswith("<entry") for row in bad)
+    assert counts["quarantined_by_reason"] == {
+        "empty record": 1,
+        "invalid UTF-8": 1,
+        "malformed XML": 3,
+        "malformed triple": 1,
+    }
