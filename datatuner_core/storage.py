@@ -237,10 +237,11 @@ class _ShardSink:
         self.tables: list[pa.Table] = []
         self.buffered_bytes = 0
         self.files: list[dict] = []
+        self.row_limit = 64  # rows converted at a time, adapted to the observed row size
 
     def add(self, row: dict) -> None:
         self.rows.append(row)
-        if len(self.rows) >= ROW_BUFFER:
+        if len(self.rows) >= self.row_limit:
             self._to_arrow()
 
     def _to_arrow(self) -> None:
@@ -249,6 +250,9 @@ class _ShardSink:
             self.tables.append(table)
             self.buffered_bytes += table.nbytes
             self.rows = []
+            per_row = max(1, table.nbytes // max(1, table.num_rows))
+            room = max(self.shard_bytes - self.buffered_bytes, per_row)
+            self.row_limit = int(min(ROW_BUFFER, max(1, room // per_row)))
         if self.buffered_bytes >= self.shard_bytes:
             self.flush()
 

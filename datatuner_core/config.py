@@ -1,0 +1,153 @@
+"""Pipeline configuration: YAML validated by pydantic, every knob documented where it is declared.
+
+Unknown keys and wrong types are errors that name the key. `--set dotted.key=value` overrides any
+key (values parsed as YAML scalars: `--set lm.epochs=1 --set dataset.max_records.train=500`).
+The resolved config is saved beside a run's outputs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from .ingest import FORMATS
+
+
+class ConfigError(ValueError):
+    """A config file or override that does not validate; the message names the key."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class Splits(_Strict):
+    train: str | None = None
+    validation: str | None = None
+    test: str | None = None
+
+
+class SplitCaps(_Strict):
+    train: int | None = Field(None, ge=1, description="most records read from the split")
+    validation: int | None = Field(None, ge=1)
+    test: int | None = Field(None, ge=1)
+
+
+class DatasetConfig(_Strict):
+    format: Literal["webnlg", "e2e", "viggo", "jsonl", "ntriples"] = "webnlg"
+    paths: Splits = Field(default_factory=Splits, description="input file/folder URI per split")
+    max_records: SplitCaps = Field(default_factory=SplitCaps, description="caps, for quick runs")
+    max_triples: int = Field(7, ge=1, description="ntriples: most triples per record")
+
+
+class LinearizeConfig(_Strict):
+    mode: Literal["fine", "coarse"] = Field(
+        "fine", description="state ids: most recent special token (fine) or <data>/<text> only"
+    )
+
+
+class CorruptConfig(_Strict):
+    per_example: int = Field(5, ge=0, description="corruptions drawn per (record, reference)")
+    seed: int = 13
+    balance: Literal["none", "upsample"] = Field("upsample", description="train-split balancing")
+
+
+class LMConfig(_Strict):
+    base: str = Field("scratch:tiny", description="HF id, local/S3 dir, or scratch:tiny|small")
+    epochs: int = Field(3, ge=1)
+    batch_size: int = Field(32, ge=1, description="sequences per worker per step")
+    lr: float = Field(5.0e-4, gt=0)
+    warmup_steps: int = Field(100, ge=0)
+    weight_decay: float = Field(0.0, ge=0)
+    grad_accum: int = Field(1, ge=1, description="micro-batches per optimizer step")
+    max_grad_norm: float = Field(1.0, gt=0)
+    max_length: int = Field(256, ge=16, description="tokens per training sequence")
+    patience: int = Field(2, ge=1, description="epochs without val-ppl improvement before stop")
+    workers: int = Field(2, ge=1, description="Ray Train workers (DDP)")
+    max_steps: int | None = Field(None, ge=1, description="stop after this many optimizer steps")
+    seed: int = 42
+
+
+class ClassifierConfig(_Strict):
+    base: str = "scratch:tiny"
+    epochs: int = Field(2, ge=1)
+    batch_size: int = Field(32, ge=1)
+    lr: float = Field(1.0e-4, gt=0)
+    warmup_steps: int = Field(100, ge=0)
+    max_length: int = Field(256, ge=16)
+    workers: int = Field(2, ge=1)
+    max_steps: int | None = Field(None, ge=1)
+    seed: int = 42
+
+
+class GenerateConfig(_Strict):
+    beams: int = Field(5, ge=1)
+    max_new_tokens: int = Field(80, ge=1)
+    batch_size: int = Field(32, ge=1)
+    actors: int = Field(1, ge=1, description="Ray Data actors holding the models")
+    rerank: bool = Field(True, description="false gives the top beam (the paper's No_FC)")
+
+
+class PipelineConfig(_Strict):
+    name: str = "webnlg-tiny"
+    storage: str = Field("./artifacts", description="root URI: path, file://, s3://, memory://")
+    dataset: DatasetConfig = Field(default_factory=DatasetConfig)
+    linearize: LinearizeConfig = Field(default_factory=LinearizeConfig)
+    corrupt: CorruptConfig = Field(default_factory=CorruptConfig)
+    lm: LMConfig = Field(default_factory=LMConfig)
+    classifier: ClassifierConfig = Field(default_factory=ClassifierConfig)
+    generate: GenerateConfig = Field(default_factory=GenerateConfig)
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_a_path_part(cls, value: str) -> str:
+        if not value or "/" in value:
+            raise ValueError("must be a non-empty name without '/'")
+        return value
+
+
+assert set(DatasetConfig.model_fields["format"].annotation.__args__) == set(FORMATS)
+
+
+def apply_override(raw: dict, assignment: str) -> None:
+    """Apply one `dotted.key=value` to the raw config dict (value parsed as a YAML scalar)."""
+    if "=" not in assignment:
+        raise ConfigError(f"--set expects dotted.key=value, got {assignment!r}")
+    key, _, text = assignment.partition("=")
+    parts = key.strip().split(".")
+    if not all(parts):
+        raise ConfigError(f"--set has an empty key part: {key!r}")
+    node = raw
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"--set {key}: {part!r} is not a section")
+    node[parts[-1]] = yaml.safe_load(text) if text.strip() else None
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> PipelineConfig:
+    """Read a YAML config (or the embedded defaults when `path` is None) and apply overrides."""
+    raw: dict = {}
+    if path is not None:
+        path = Path(path)
+        if not path.exists():
+            raise ConfigError(f"config file not found: {path}")
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}: expected a mapping at the top level")
+    for assignment in overrides:
+        apply_override(raw, assignment)
+    try:
+        return PipelineConfig.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        key = ".".join(str(p) for p in first["loc"])
+        problem = "unknown key" if first["type"] == "extra_forbidden" else first["msg"]
+        more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+        raise ConfigError(f"config key {key!r}: {problem}{more}") from None

@@ -1,0 +1,147 @@
+"""Storage: URIs, shards of a target size, the manifest written last, skips, stale shards."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from datatuner_core import storage
+from datatuner_core.schema import RECORDS, make_quarantine, make_record
+
+
+def _rows(n: int, split: str = "train") -> list[dict]:
+    return [
+        make_record(
+            id=f"r{i}",
+            source="t",
+            split=split,
+            raw="x" * 200,
+            triples=[(f"S{i}", "p", f"O{i} " + "y" * 100)],
+            references=[f"text {i} " * 10],
+        )
+        for i in range(n)
+    ]
+
+
+def _write(uri: str, rows: list[dict], shard_bytes: int, bad: int = 0, fp: str = "f1") -> dict:
+    writer = storage.StageWriter(uri, "ingest", RECORDS, shard_bytes=shard_bytes)
+    for row in rows:
+        writer.add(row)
+        writer.stats.read += 1
+        writer.stats.written += 1
+        writer.stats.records += 1
+    for i in range(bad):
+        writer.quarantine(make_quarantine("t", f"f:{i}", "malformed thing: detail", "raw"))
+        writer.stats.read += 1
+    return writer.commit(inputs=[{"uri": "in"}], fingerprint=fp, config={"k": 1})
+
+
+@pytest.mark.parametrize("scheme", ["path", "file", "memory"])
+def test_stage_roundtrip_shards_and_manifest(tmp_path, scheme):
+    uri = {
+        "path": str(tmp_path / "stage"),
+        "file": f"file://{tmp_path}/stage",
+        "memory": f"memory://stage-{tmp_path.name}",
+    }[scheme]
+    rows = _rows(5000)
+    manifest = _write(uri, rows, shard_bytes=300_000, bad=3)
+    assert len(manifest["files"]) > 3  # a small target size gives several shards
+    assert sum(f["rows"] for f in manifest["files"]) == 5000
+    assert manifest["counts"]["read"] == 5003 and manifest["counts"]["quarantined"] == 3
+    assert manifest["counts"]["quarantined_by_reason"] == {"malformed thing": 3}
+    assert [f["path"] for f in manifest["files"]][:2] == ["part-00000.parquet", "part-00001.parquet"]
+    assert manifest["quarantine_files"][0]["path"] == "_quarantine/part-00000.parquet"
+    assert storage.read_manifest(uri) == manifest
+    table = storage.read_stage(uri)
+    assert table.schema == RECORDS
+    assert table.column("id").to_pylist() == [r["id"] for r in rows]
+    assert storage.read_stage(uri, quarantine=True).num_rows == 3
+    streamed = sum(b.num_rows for b in storage.iter_stage_batches(uri, batch_size=700))
+    assert streamed == 5000
+
+
+def test_empty_stage_keeps_its_schema(tmp_path):
+    uri = str(tmp_path / "empty")
+    manifest = _write(uri, [], shard_bytes=1000)
+    assert manifest["files"][0]["rows"] == 0
+    assert storage.read_stage(uri).schema == RECORDS
+
+
+def test_folder_without_manifest_is_not_a_stage(tmp_path):
+    uri = str(tmp_path / "unfinished")
+    writer = storage.StageWriter(uri, "ingest", RECORDS, shard_bytes=10_000)
+    for row in _rows(500):
+        writer.add(row)
+    writer.out.flush()  # shards on disk, but the stage was never committed
+    assert list((tmp_path / "unfinished").glob("part-*.parquet"))
+    with pytest.raises(storage.StageNotFound, match="_manifest.json is missing"):
+        storage.read_stage(uri)
+
+
+def test_rewrite_removes_the_old_manifest_first_and_stale_shards_at_commit(tmp_path):
+    uri = str(tmp_path / "stage")
+    first = _write(uri, _rows(3000), shard_bytes=100_000)
+    assert len(first["files"]) > 2
+    writer = storage.StageWriter(uri, "ingest", RECORDS, shard_bytes=100_000)
+    with pytest.raises(storage.StageNotFound):  # while rewriting, the folder is not a stage
+        storage.read_manifest(uri)
+    for row in _rows(10):
+        writer.add(row)
+        writer.stats.read += 1
+        writer.stats.written += 1
+    writer.commit(inputs=[], fingerprint="f2")
+    assert sorted(p.name for p in (tmp_path / "stage").glob("part-*")) == ["part-00000.parquet"]
+    assert storage.read_stage(uri).num_rows == 10
+
+
+def test_conservation_is_checked_before_commit(tmp_path):
+    writer = storage.StageWriter(str(tmp_path / "s"), "ingest", RECORDS)
+    writer.stats.read = 3
+    writer.stats.written = 1
+    with pytest.raises(AssertionError, match="conservation broken: read 3 != written 1"):
+        writer.commit(inputs=[], fingerprint="x")
+    assert not (tmp_path / "s" / "_manifest.json").exists()
+
+
+def test_current_manifest_and_fingerprint(tmp_path):
+    uri = str(tmp_path / "stage")
+    _write(uri, _rows(3), shard_bytes=1000, fp="abc")
+    assert storage.current_manifest(uri, "abc")["fingerprint"] == "abc"
+    assert storage.current_manifest(uri, "other") is None
+    assert storage.current_manifest(str(tmp_path / "nothing"), "abc") is None
+    assert storage.fingerprint({"a": 1, "b": 2}) == storage.fingerprint({"b": 2, "a": 1})
+
+
+def test_manifest_is_valid_json_written_atomically(tmp_path):
+    uri = str(tmp_path / "stage")
+    _write(uri, _rows(3), shard_bytes=1000)
+    text = (tmp_path / "stage" / "_manifest.json").read_text()
+    manifest = json.loads(text)
+    for key in ("stage", "inputs", "fingerprint", "config_hash", "counts", "files", "timings"):
+        assert key in manifest
+    assert manifest["code_version"].startswith("datatuner ")
+    assert not list((tmp_path / "stage").glob("*.tmp-*"))
+
+
+def test_shard_for_rank_is_the_sorted_listing_sliced():
+    files = ["c", "a", "e", "b", "d"]
+    assert storage.shard_for_rank(files, 0, 2) == ["a", "c", "e"]
+    assert storage.shard_for_rank(files, 1, 2) == ["b", "d"]
+    with pytest.raises(ValueError):
+        storage.shard_for_rank(files, 2, 2)
+
+
+def test_list_inputs(tmp_path):
+    (tmp_path / "d" / "sub").mkdir(parents=True)
+    for name in ["d/a.xml", "d/sub/b.xml.gz", "d/sub/c.txt", "d/_skip.xml"]:
+        (tmp_path / name).write_text("x")
+    found = storage.list_inputs(str(tmp_path / "d"), (".xml",))
+    assert [storage.relative_name(f, str(tmp_path / "d")) for f in found] == [
+        "a.xml",
+        "sub/b.xml.gz",
+    ]
+    with pytest.raises(storage.StorageError, match="input not found"):
+        storage.list_inputs(str(tmp_path / "missing"), (".xml",))
+    with pytest.raises(storage.StorageError, match="no .csv files under"):
+        storage.list_inputs(str(tmp_path / "d"), (".csv",))

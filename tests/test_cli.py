@@ -1,0 +1,107 @@
+"""The `datatuner` command: help, bad arguments, the JSON summary line, clear one-line errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from .conftest import SAMPLE, free_port
+
+ENV = {**os.environ, "PYTHONWARNINGS": "ignore"}
+
+
+def run(*args: str, env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "datatuner_core.cli", *args],
+        capture_output=True,
+        text=True,
+        env=env or ENV,
+        timeout=timeout,
+    )
+
+
+def summary(proc: subprocess.CompletedProcess) -> dict:
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_help_lists_commands():
+    proc = run("--help")
+    assert proc.returncode == 0
+    for command in ("ingest", "linearize"):
+        assert command in proc.stdout
+    ingest_help = run("ingest", "--help")
+    assert "--format {webnlg,e2e,viggo,jsonl,ntriples}" in ingest_help.stdout
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        ([], "datatuner: error: a command is required"),
+        (["ingest", "--format", "csv", "--input", "x", "--output", "y"], "invalid choice: 'csv'"),
+        (["ingest", "--format", "webnlg", "--output", "y"], "the following arguments are required"),
+        (["ingest", "--format", "ntriples", "--input", "x", "--output", "y", "--max-triples", "0"],
+         "must be at least 1"),
+        (["frobnicate"], "invalid choice: 'frobnicate'"),
+    ],
+)  # fmt: skip
+def test_bad_arguments_exit_2_with_one_line(args, message):
+    proc = run(*args)
+    assert proc.returncode == 2
+    assert proc.stdout == ""
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], proc.stderr
+
+
+def test_missing_input_is_one_clear_line(tmp_path):
+    proc = run("ingest", "--format", "webnlg", "--input", str(tmp_path / "nope"), "--output", "o")
+    assert proc.returncode == 1
+    assert proc.stderr.strip() == f"datatuner: error: input not found: {tmp_path / 'nope'}"
+
+
+def test_unreachable_bucket_is_one_clear_line(tmp_path):
+    env = {
+        **ENV,
+        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{free_port()}",  # nothing listens there
+        "AWS_ACCESS_KEY_ID": "k",
+        "AWS_SECRET_ACCESS_KEY": "s",
+    }
+    proc = run(
+        "ingest", "--format", "jsonl", "--input", "s3://no-such-bucket/x.jsonl", "--output",
+        str(tmp_path / "o"), env=env, timeout=180,
+    )  # fmt: skip
+    assert proc.returncode == 1
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(
+        "datatuner: error: cannot reach s3://no-such-bucket/x.jsonl"
+    ), proc.stderr
+
+
+def test_ingest_and_linearize_the_sample(tmp_path):
+    records, lin = str(tmp_path / "records"), str(tmp_path / "lin")
+    first = summary(
+        run("ingest", "--format", "webnlg", "--input", str(SAMPLE / "webnlg"), "--output", records)
+    )
+    assert first["output"] == records
+    assert (first["read"], first["written"], first["quarantined"]) == (737, 737, 0)
+    assert first["skipped"] is False
+    again = summary(
+        run("ingest", "--format", "webnlg", "--input", str(SAMPLE / "webnlg"), "--output", records)
+    )
+    assert again["skipped"] is True and again["read"] == 737
+    second = summary(run("linearize", "--input", records, "--output", lin))
+    assert (second["read"], second["written"], second["special_tokens"]) == (737, 737, 7)
+
+
+def test_quarantine_counts_reach_the_summary(tmp_path):
+    path = tmp_path / "in.jsonl"
+    path.write_text('{"triples": [["A", "p", "B"]]}\n{broken\n{"triples": []}\n')
+    out = summary(
+        run("ingest", "--format", "jsonl", "--input", str(path), "--output", str(tmp_path / "o"))
+    )
+    assert (out["read"], out["written"], out["quarantined"]) == (3, 1, 2)
+    assert out["quarantined_by_reason"] == {"empty record": 1, "malformed JSON": 1}
