@@ -21,8 +21,14 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install --quiet -e ".[test]"
 	touch $(STAMP)
 
+DEMO := artifacts/demo
+
 demo: setup
-	$(BIN)/python -m datatuner_core.demo
+	$(BIN)/datatuner ingest --format webnlg --input sample/webnlg --output $(DEMO)/records
+	$(BIN)/datatuner linearize --input $(DEMO)/records --output $(DEMO)/linearized
+	@echo
+	@echo "records:    $(DEMO)/records     (part-*.parquet, _quarantine/, _manifest.json)"
+	@echo "linearized: $(DEMO)/linearized  (special-token vocabulary in _manifest.json)"
 
 test: setup
 	$(BIN)/python -m pytest -q
@@ -32,7 +38,7 @@ lint: setup
 	$(BIN)/ruff format --check datatuner_core flows tasks tests benchmarks
 
 bench: setup
-	$(BIN)/python benchmarks/ingest.py
+	$(BIN)/python benchmarks/ingest.py --sizes 100000 1000000
 
 clean:
 	rm -rf $(VENV) artifacts .pytest_cache

@@ -1,0 +1,46 @@
+"""Config: the shipped presets validate; unknown keys and wrong types name the key."""
+
+from __future__ import annotations
+
+import pytest
+
+from datatuner_core.config import ConfigError, load_config
+
+from ..conftest import REPO
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_presets_validate(path):
+    config = load_config(path)
+    assert config.name == path.stem
+
+
+def test_defaults_and_overrides():
+    config = load_config(None, ["lm.epochs=1", "dataset.max_records.train=500", "generate.rerank=false"])
+    assert (config.lm.epochs, config.dataset.max_records.train, config.generate.rerank) == (1, 500, False)
+    assert config.storage == "./artifacts" and config.lm.base == "scratch:tiny"
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["lm.epoch=1"], "config key 'lm.epoch': unknown key"),
+        (["lm.epochs=many"], "config key 'lm.epochs': Input should be a valid integer"),
+        (["linearize.mode=medium"], "config key 'linearize.mode': Input should be 'fine' or 'coarse'"),
+        (["lm.lr=0"], "config key 'lm.lr': Input should be greater than 0"),
+        (["lm.epochs"], "--set expects dotted.key=value"),
+        (["name=a/b"], "config key 'name'"),
+    ],
+)
+def test_bad_config_names_the_key(overrides, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        load_config(None, overrides)
+
+
+def test_missing_file_and_bad_yaml(tmp_path):
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("lm: [1, 2\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
