@@ -29,7 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = _Parser(
         prog="datatuner",
-        description="Data-to-text generation with semantic-fidelity reranking, as a batch pipeline.",
+        description="Data-to-text with semantic-fidelity reranking, as a batch pipeline.",
     )
     parser.add_argument("--version", action="store_true", help="print the version and exit")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)

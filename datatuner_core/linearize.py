@@ -3,12 +3,14 @@ entities a faithful text must convey, the special-token vocabulary, and the stat
 
 - Triple sets: `<subject> S <predicate> P <object> O`, triples sorted as strings, joined by ` ; `.
   Values: underscores, tabs and newlines become spaces; enclosing double quotes are dropped;
-  predicates are split on lower→upper camelCase boundaries and lowercased (`birthPlace` → `birth place`).
+  predicates are split on lower→upper camelCase boundaries and lowercased
+  (`birthPlace` → `birth place`).
 - Slots without an act (E2E): `<name> name = [ The Eagle ] ; <eatType> eatType = [ coffee shop ]`.
-- Slots with an act (ViGGO): `<inform> inform ( <name> name: [ X ], <release_year> release year: [ 2017 ] )`
+- Slots with an act (ViGGO):
+  `<inform> inform ( <name> name: [ X ], <release_year> release year: [ 2017 ] )`
   (the original's stray `>` before the closing parenthesis is not reproduced).
 - `entities`: triple subjects and objects; slot values, list values (`PC, Xbox`) split into items;
-  empty values and yes/no/true/false are left out (a text conveys them by paraphrase, not literally).
+  empty values and yes/no/true/false are left out (a text conveys them by paraphrase).
 
 The special-token vocabulary is taken from the training split only (never from test), in a
 deterministic order: the four base tokens, then the rest sorted.
@@ -162,7 +164,11 @@ def linearize(
         return {**done, "skipped": True}
 
     writer = storage.StageWriter(
-        output_uri, "linearize", LINEARIZED, shard_bytes=shard_bytes, storage_options=storage_options
+        output_uri,
+        "linearize",
+        LINEARIZED,
+        shard_bytes=shard_bytes,
+        storage_options=storage_options,
     )
     train_tokens, all_tokens, splits = set(), set(), {}
     for batch in storage.iter_stage_batches(records_uri, storage_options):
@@ -172,7 +178,9 @@ def linearize(
                 row, tokens = linearize_record(record)
             except (ValueError, KeyError, TypeError) as exc:
                 raw = record.get("raw") or ""
-                writer.quarantine(make_quarantine(record.get("source") or "", record["id"], str(exc), raw))
+                writer.quarantine(
+                    make_quarantine(record.get("source") or "", record["id"], str(exc), raw)
+                )
                 continue
             writer.add(row)
             writer.stats.written += 1

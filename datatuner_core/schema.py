@@ -13,9 +13,7 @@ import pyarrow as pa
 
 TRIPLE = pa.struct([("subject", pa.string()), ("predicate", pa.string()), ("object", pa.string())])
 SLOT = pa.struct([("slot", pa.string()), ("value", pa.string())])
-DATA = pa.struct(
-    [("triples", pa.list_(TRIPLE)), ("act", pa.string()), ("slots", pa.list_(SLOT))]
-)
+DATA = pa.struct([("triples", pa.list_(TRIPLE)), ("act", pa.string()), ("slots", pa.list_(SLOT))])
 
 RECORDS = pa.schema(
     [

@@ -173,7 +173,9 @@ def input_fingerprint(uris: list[str], storage_options: dict | None = None) -> l
     for uri in uris:
         loc = locate(uri, storage_options)
         info = loc.fs.info(loc.path)
-        stamp = info.get("ETag") or info.get("etag") or info.get("mtime") or info.get("LastModified")
+        stamp = (
+            info.get("ETag") or info.get("etag") or info.get("mtime") or info.get("LastModified")
+        )
         out.append({"uri": uri, "size": info.get("size"), "stamp": str(stamp)})
     return out
 
@@ -309,7 +311,9 @@ class StageWriter:
         self.stats = StageStats()
         self.started = time.time()
         self.out = _ShardSink(self.loc, schema, shard_bytes, keep_empty=True)
-        self.bad = _ShardSink(self.loc.child(QUARANTINE_DIR), QUARANTINE, shard_bytes, keep_empty=False)
+        self.bad = _ShardSink(
+            self.loc.child(QUARANTINE_DIR), QUARANTINE, shard_bytes, keep_empty=False
+        )
 
     def _prepare(self) -> None:
         """Remove an old manifest first (so the folder is not a stage while it is rewritten)."""
@@ -380,7 +384,11 @@ class StageWriter:
         for path in self.loc.fs.find(base):
             rel = path[len(base) :].lstrip("/") if path.startswith(base) else path
             rel = rel.split("://")[-1]
-            if rel.endswith(".parquet") and rel not in keep and rel.rsplit("/", 1)[-1].startswith("part-"):
+            if (
+                rel.endswith(".parquet")
+                and rel not in keep
+                and rel.rsplit("/", 1)[-1].startswith("part-")
+            ):
                 self.loc.fs.rm(path)
 
 
@@ -410,7 +418,9 @@ def read_manifest(uri: str, storage_options: dict | None = None) -> dict:
         ) from None
 
 
-def current_manifest(uri: str, fingerprint_: str, storage_options: dict | None = None) -> dict | None:
+def current_manifest(
+    uri: str, fingerprint_: str, storage_options: dict | None = None
+) -> dict | None:
     """The manifest at `uri` if it exists and was made from the same fingerprint, else None."""
     try:
         manifest = read_manifest(uri, storage_options)
@@ -419,7 +429,9 @@ def current_manifest(uri: str, fingerprint_: str, storage_options: dict | None =
     return manifest if manifest.get("fingerprint") == fingerprint_ else None
 
 
-def stage_files(uri: str, storage_options: dict | None = None, quarantine: bool = False) -> list[str]:
+def stage_files(
+    uri: str, storage_options: dict | None = None, quarantine: bool = False
+) -> list[str]:
     """URIs of the shards the manifest lists, in order."""
     manifest = read_manifest(uri, storage_options)
     key = "quarantine_files" if quarantine else "files"
@@ -444,7 +456,9 @@ def iter_stage_batches(
             yield from reader.iter_batches(batch_size=batch_size, use_threads=False)
 
 
-def read_stage(uri: str, storage_options: dict | None = None, *, quarantine: bool = False) -> pa.Table:
+def read_stage(
+    uri: str, storage_options: dict | None = None, *, quarantine: bool = False
+) -> pa.Table:
     """The whole stage as one table (for small stages and tests)."""
     files = stage_files(uri, storage_options, quarantine)
     if not files:

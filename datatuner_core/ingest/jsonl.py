@@ -66,7 +66,9 @@ def _line_record(raw: bytes, split: str, split_forced: bool) -> dict:
     record_id = obj.get("id")
     if record_id is None:
         record_id = content_id(SOURCE, triples, act, slots)
-    line_split = obj.get("split") if not split_forced and isinstance(obj.get("split"), str) else split
+    line_split = (
+        obj.get("split") if not split_forced and isinstance(obj.get("split"), str) else split
+    )
     category = obj.get("category")
     return make_record(
         id=str(record_id),

@@ -24,7 +24,7 @@ _ACT = re.compile(r"^\s*([A-Za-z_][\w ]*?)\s*\((.*)\)\s*$", re.S)
 
 
 def parse_slots(text: str) -> list[tuple[str, str]]:
-    """`name[The Eagle], eatType[coffee shop]` → [("name", "The Eagle"), ("eatType", "coffee shop")]."""
+    """`name[The Eagle], eatType[pub]` → [("name", "The Eagle"), ("eatType", "pub")]."""
     slots, i, n = [], 0, len(text)
     while i < n:
         while i < n and text[i] in " ,\t\n":

@@ -114,6 +114,9 @@ _ECHAR = {"t": "\t", "b": "\b", "n": "\n", "r": "\r", "f": "\f", '"': '"', "'": 
 _STREAM_ERRORS = (OSError, EOFError, ValueError, zlib.error, lzma.LZMAError)
 
 
+_EMPTY_LITERAL = "empty value: literal object is empty or only whitespace"
+
+
 class _Bad(Exception):
     """A line that is not an N-Triples statement; the message is the quarantine reason."""
 
@@ -275,7 +278,7 @@ def parse_line(text: str) -> tuple | None:
     else:
         o, k = lit, LITERAL
         if not o or o.isspace():
-            raise _Bad("empty value: literal object is empty or only whitespace")
+            raise _Bad(_EMPTY_LITERAL)
     if len(text) > MAX_VALUE_CHARS:  # decoded terms are never longer than the line
         longest = max(len(s), len(p), len(o))
         if longest > MAX_VALUE_CHARS:
@@ -383,96 +386,126 @@ def _sql_text(value: str) -> str:
 
 
 def _load(con, pa, files, names, storage_options, batch_lines) -> Iterator[Item]:
-    """Parse every line; append facts and labels to DuckDB in batches; yield quarantine Items."""
+    """Parse every line; append facts and labels to DuckDB in batches; yield quarantine Items.
+
+    The DuckDB insert of one batch runs in a worker thread (DuckDB releases the GIL) while the
+    next batch is parsed; at most one batch is in flight, so memory stays at about two batches.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
     f_seq, f_s, f_p, f_o, f_k, f_raw = [], [], [], [], [], []
     l_seq, l_s, l_r, l_label, l_raw = [], [], [], [], []
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nt-insert")
+    inflight = None
 
     def flush() -> None:
+        nonlocal inflight, f_seq, f_s, f_p, f_o, f_k, f_raw, l_seq, l_s, l_r, l_label, l_raw
+        tables = []
         if f_seq:
-            table = pa.table(
-                {
-                    "seq": pa.array(f_seq, pa.int64()),
-                    "s": pa.array(f_s, pa.string()),
-                    "p": pa.array(f_p, pa.string()),
-                    "o": pa.array(f_o, pa.string()),
-                    "k": pa.array(f_k, pa.uint8()),
-                    "raw": pa.array(f_raw, pa.string()),
-                }
-            )
-            _append(con, "facts", table)
-            for column in (f_seq, f_s, f_p, f_o, f_k, f_raw):
-                column.clear()
+            tables.append(("facts", pa.table({
+                "seq": pa.array(f_seq, pa.int64()),
+                "s": pa.array(f_s, pa.string()),
+                "p": pa.array(f_p, pa.string()),
+                "o": pa.array(f_o, pa.string()),
+                "k": pa.array(f_k, pa.uint8()),
+                "raw": pa.array(f_raw, pa.string()),
+            })))  # fmt: skip
+            f_seq, f_s, f_p, f_o, f_k, f_raw = [], [], [], [], [], []
         if l_seq:
-            table = pa.table(
-                {
-                    "seq": pa.array(l_seq, pa.int64()),
-                    "s": pa.array(l_s, pa.string()),
-                    "r": pa.array(l_r, pa.uint8()),
-                    "label": pa.array(l_label, pa.string()),
-                    "raw": pa.array(l_raw, pa.string()),
-                }
-            )
-            _append(con, "labels", table)
-            for column in (l_seq, l_s, l_r, l_label, l_raw):
-                column.clear()
+            tables.append(("labels", pa.table({
+                "seq": pa.array(l_seq, pa.int64()),
+                "s": pa.array(l_s, pa.string()),
+                "r": pa.array(l_r, pa.uint8()),
+                "label": pa.array(l_label, pa.string()),
+                "raw": pa.array(l_raw, pa.string()),
+            })))  # fmt: skip
+            l_seq, l_s, l_r, l_label, l_raw = [], [], [], [], []
+        if inflight is not None:
+            inflight.result()  # re-raises a failed insert
+            inflight = None
+        if tables:
+            inflight = pool.submit(_append, con, tables)
 
-    pending = 0
-    for index, (uri, name) in enumerate(zip(files, names, strict=True)):
-        base = index << LINE_BITS
-        lines = read_lines(uri, storage_options)
-        while True:
-            try:
-                line_no, raw = next(lines)
-            except StopIteration:
-                break
-            except _STREAM_ERRORS as exc:  # a broken .gz/.bz2/.xz stream
-                raise IngestError(f"cannot read {name}: {type(exc).__name__}: {exc}") from None
-            try:
-                text = raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                stripped = raw.strip(b" \t")
-                if not stripped or stripped[:1] == b"#":
-                    continue  # a comment is not a unit, whatever its bytes
-                reason = f"invalid UTF-8: {exc.reason} at byte {exc.start}"
-                yield _bad_line(name, line_no, reason, raw.decode("utf-8", "surrogateescape"))
-                continue
-            try:
-                parsed = parse_line(text)
-            except _Bad as exc:
-                yield _bad_line(name, line_no, str(exc), text)
-                continue
-            except Exception as exc:  # never let one line stop the run
-                yield _bad_line(name, line_no, f"malformed N-Triples: {type(exc).__name__}", text)
-                continue
-            if parsed is None:
-                continue
-            s, p, o, k, lang, dt = parsed
-            if p == RDFS_LABEL and k == LITERAL:
-                l_seq.append(base | line_no)
-                l_s.append(s)
-                l_r.append(label_rank(lang, dt))
-                l_label.append(o)
-                l_raw.append(text)
-            else:
-                f_seq.append(base | line_no)
-                f_s.append(s)
-                f_p.append(p)
-                f_o.append(o)
-                f_k.append(k)
-                f_raw.append(text)
-            pending += 1
-            if pending >= batch_lines:
-                flush()
-                pending = 0
-    flush()
-
-
-def _append(con, table_name: str, table) -> None:
-    con.register("_batch", table)
     try:
-        con.execute(f"INSERT INTO {table_name} SELECT * FROM _batch")
+        pending = 0
+        for index, (uri, name) in enumerate(zip(files, names, strict=True)):
+            base = index << LINE_BITS
+            lines = read_lines(uri, storage_options)
+            while True:
+                try:
+                    line_no, raw = next(lines)
+                except StopIteration:
+                    break
+                except _STREAM_ERRORS as exc:  # a broken .gz/.bz2/.xz stream
+                    raise IngestError(f"cannot read {name}: {type(exc).__name__}: {exc}") from None
+                try:
+                    text = raw.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    stripped = raw.strip(b" \t")
+                    if not stripped or stripped[:1] == b"#":
+                        continue  # a comment is not a unit, whatever its bytes
+                    reason = f"invalid UTF-8: {exc.reason} at byte {exc.start}"
+                    yield _bad_line(name, line_no, reason, raw.decode("utf-8", "surrogateescape"))
+                    continue
+                m = _LINE(text)
+                if m is not None and "\\" not in text and len(text) <= MAX_VALUE_CHARS:
+                    # the common case, inlined: no escapes, no term can be too long
+                    s_iri, s_bn, p, o_iri, o_bn, o, lang, dt = m.groups()
+                    s = s_iri if s_bn is None else "_:" + s_bn
+                    if o_iri is not None:
+                        o, k = o_iri, IRI
+                    elif o_bn is not None:
+                        o, k = "_:" + o_bn, BNODE
+                    elif not o or o.isspace():
+                        yield _bad_line(name, line_no, _EMPTY_LITERAL, text)
+                        continue
+                    else:
+                        k = LITERAL
+                else:
+                    try:
+                        parsed = parse_line(text)
+                    except _Bad as exc:
+                        yield _bad_line(name, line_no, str(exc), text)
+                        continue
+                    except Exception as exc:  # never let one line stop the run
+                        reason = f"malformed N-Triples: {type(exc).__name__}"
+                        yield _bad_line(name, line_no, reason, text)
+                        continue
+                    if parsed is None:
+                        continue
+                    s, p, o, k, lang, dt = parsed
+                if k == LITERAL and p == RDFS_LABEL:
+                    l_seq.append(base | line_no)
+                    l_s.append(s)
+                    l_r.append(label_rank(lang, dt))
+                    l_label.append(o)
+                    l_raw.append(text)
+                else:
+                    f_seq.append(base | line_no)
+                    f_s.append(s)
+                    f_p.append(p)
+                    f_o.append(o)
+                    f_k.append(k)
+                    f_raw.append(text)
+                pending += 1
+                if pending >= batch_lines:
+                    flush()
+                    pending = 0
+        flush()
+        flush()  # waits for the last insert
     finally:
-        con.unregister("_batch")
+        pool.shutdown(wait=True)
+
+
+def _append(con, tables) -> None:
+    cursor = con.cursor()
+    try:
+        for table_name, table in tables:
+            cursor.register("_batch", table)
+            cursor.execute(f"INSERT INTO {table_name} SELECT * FROM _batch")
+            cursor.unregister("_batch")
+    finally:
+        cursor.close()
 
 
 def _bad_line(name: str, line_no: int, reason: str, text: str) -> Item:

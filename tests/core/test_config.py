@@ -16,8 +16,14 @@ def test_presets_validate(path):
 
 
 def test_defaults_and_overrides():
-    config = load_config(None, ["lm.epochs=1", "dataset.max_records.train=500", "generate.rerank=false"])
-    assert (config.lm.epochs, config.dataset.max_records.train, config.generate.rerank) == (1, 500, False)
+    config = load_config(
+        None, ["lm.epochs=1", "dataset.max_records.train=500", "generate.rerank=false"]
+    )
+    assert (config.lm.epochs, config.dataset.max_records.train, config.generate.rerank) == (
+        1,
+        500,
+        False,
+    )
     assert config.storage == "./artifacts" and config.lm.base == "scratch:tiny"
 
 
@@ -26,7 +32,10 @@ def test_defaults_and_overrides():
     [
         (["lm.epoch=1"], "config key 'lm.epoch': unknown key"),
         (["lm.epochs=many"], "config key 'lm.epochs': Input should be a valid integer"),
-        (["linearize.mode=medium"], "config key 'linearize.mode': Input should be 'fine' or 'coarse'"),
+        (
+            ["linearize.mode=medium"],
+            "config key 'linearize.mode': Input should be 'fine' or 'coarse'",
+        ),
         (["lm.lr=0"], "config key 'lm.lr': Input should be greater than 0"),
         (["lm.epochs"], "--set expects dotted.key=value"),
         (["name=a/b"], "config key 'name'"),

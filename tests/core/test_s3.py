@@ -17,7 +17,9 @@ def _upload_folder(local, uri):
     fs = fsspec.filesystem("s3", endpoint_url=_endpoint())
     for path in sorted(local.rglob("*")):
         if path.is_file():
-            fs.pipe_file(f"{uri.removeprefix('s3://')}/{path.relative_to(local)}", path.read_bytes())
+            fs.pipe_file(
+                f"{uri.removeprefix('s3://')}/{path.relative_to(local)}", path.read_bytes()
+            )
 
 
 def _endpoint():

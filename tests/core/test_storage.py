@@ -50,7 +50,10 @@ def test_stage_roundtrip_shards_and_manifest(tmp_path, scheme):
     assert sum(f["rows"] for f in manifest["files"]) == 5000
     assert manifest["counts"]["read"] == 5003 and manifest["counts"]["quarantined"] == 3
     assert manifest["counts"]["quarantined_by_reason"] == {"malformed thing": 3}
-    assert [f["path"] for f in manifest["files"]][:2] == ["part-00000.parquet", "part-00001.parquet"]
+    assert [f["path"] for f in manifest["files"]][:2] == [
+        "part-00000.parquet",
+        "part-00001.parquet",
+    ]
     assert manifest["quarantine_files"][0]["path"] == "_quarantine/part-00000.parquet"
     assert storage.read_manifest(uri) == manifest
     table = storage.read_stage(uri)
