@@ -584,3 +584,56 @@ def corruption_stats(rows: Iterable[dict]) -> dict:
         "by_label": {label: labels.get(label, 0) for label in LABELS},
         "by_rule": dict(sorted(rules.items())),
     }
+
+
+def corrupt(
+    linearized_uri: str,
+    output_uri: str,
+    *,
+    per_example: int = 5,
+    seed: int = 13,
+    balance: str = "upsample",
+    splits: tuple[str, ...] = ("train", "validation"),
+    storage_options: dict | None = None,
+    force: bool = False,
+) -> dict:
+    """The corruption stage: labelled pairs for the records of `splits` of a linearized stage.
+
+    The train split is balanced with `balance` (it is held in memory for that: one row per pair);
+    the other splits stay as the rules give them, as the classifier's held-out set. A record
+    without a reference text cannot give a pair and is quarantined. Returns the manifest.
+    """
+    from . import storage
+    from .schema import CORRUPTIONS, make_quarantine
+
+    source = storage.read_manifest(linearized_uri, storage_options)
+    inputs = [{"uri": linearized_uri, "fingerprint": source["fingerprint"]}]
+    config = {"per_example": per_example, "seed": seed, "balance": balance, "splits": splits}
+    fp = storage.fingerprint("corrupt", inputs, config, storage.code_version())
+    if not force and (done := storage.current_manifest(output_uri, fp, storage_options)):
+        return {**done, "skipped": True}
+    writer = storage.StageWriter(
+        output_uri, "corrupt", CORRUPTIONS, storage_options=storage_options
+    )
+    by_split: dict[str, list[dict]] = {split: [] for split in splits}
+    for batch in storage.iter_stage_batches(linearized_uri, storage_options):
+        for row in batch.to_pylist():
+            if row["split"] not in by_split:
+                continue
+            writer.stats.read += 1
+            if not any((r or "").strip() for r in row["references"] or []):
+                bad = make_quarantine(row["source"], row["id"], "no reference text to corrupt", "")
+                writer.quarantine(bad)
+                continue
+            writer.stats.written += 1
+            writer.stats.records += 1
+            by_split[row["split"]].append(row)
+    stats = {}
+    for split, rows in by_split.items():
+        mode = balance if split == "train" else "none"
+        pairs = corrupt_records(rows, per_example=per_example, seed=seed, balance=mode)
+        pairs = [{**pair, "split": split} for pair in pairs]
+        for pair in pairs:
+            writer.add(pair)
+        stats[split] = corruption_stats(pairs)
+    return writer.commit(inputs=inputs, fingerprint=fp, config=config, extra={"pairs": stats})

@@ -106,3 +106,16 @@ def make_quarantine(source: str, location: str, reason: str, raw: str) -> dict:
         "reason": reason,
         "raw": raw[:MAX_QUARANTINE_RAW_CHARS],
     }
+
+
+CORRUPTIONS = pa.schema(
+    [
+        ("id", pa.string()),
+        ("record_id", pa.string()),
+        ("split", pa.string()),
+        ("linearized", pa.string()),
+        ("text", pa.string()),
+        ("label", pa.string()),
+        ("rule", pa.string()),
+    ]
+)

@@ -476,3 +476,44 @@ def read_stage(
 def write_json(uri: str, payload: dict, storage_options: dict | None = None) -> None:
     """Write a JSON document atomically."""
     _write_bytes(locate(uri, storage_options), json.dumps(payload, indent=2).encode())
+
+
+def write_bytes(uri: str, data: bytes, storage_options: dict | None = None) -> None:
+    """Write a whole file atomically (temporary name + rename locally, one PUT on S3)."""
+    _write_bytes(locate(uri, storage_options), data)
+
+
+def upload_dir(local_dir: str, uri: str, storage_options: dict | None = None) -> list[str]:
+    """Copy every file under a local folder to `uri` (same relative names); returns the names.
+
+    Local targets get each file atomically; callers write a marker or pointer last.
+    """
+    names = []
+    for dirpath, _, filenames in sorted(os.walk(local_dir)):
+        for filename in sorted(filenames):
+            path = os.path.join(dirpath, filename)
+            rel = os.path.relpath(path, local_dir).replace(os.sep, "/")
+            with open(path, "rb") as f:
+                _write_bytes(locate(join_uri(uri, rel), storage_options), f.read())
+            names.append(rel)
+    return names
+
+
+def download_dir(uri: str, local_dir: str, storage_options: dict | None = None) -> str:
+    """Copy the files under `uri` into a local folder (for loaders that need a path); returns it.
+
+    A local `uri` is returned as it is, with nothing copied.
+    """
+    loc = locate(uri, storage_options)
+    if loc.is_local:
+        return loc.path
+    if not loc.fs.exists(loc.path):
+        raise StorageError(f"not found: {uri}")
+    base = loc.path.rstrip("/")
+    for path in loc.fs.find(base):
+        rel = path[len(base) :].lstrip("/")
+        target = os.path.join(local_dir, *rel.split("/"))
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        with loc.fs.open(path, "rb") as src, open(target, "wb") as dst:
+            dst.write(src.read())
+    return local_dir

@@ -461,3 +461,31 @@ def test_real_webnlg_sample():
         r["text"] != originals[r["id"].rsplit("/", 1)[0]] for r in rows if r["rule"] != "original"
     )
     assert rows == list(corrupt_records(records, per_example=5, seed=13))
+
+
+def test_corrupt_stage_on_the_sample(tmp_path):
+    from datatuner_core import linearize, storage
+    from datatuner_core.corrupt import corrupt
+    from datatuner_core.ingest import ingest
+
+    from ..conftest import SAMPLE
+
+    records, lin, out = (str(tmp_path / n) for n in ("records", "lin", "corrupt"))
+    ingest("webnlg", str(SAMPLE / "webnlg"), records)
+    linearize.linearize(records, lin)
+    manifest = corrupt(lin, out, per_example=5, seed=13, balance="upsample")
+    counts = manifest["counts"]
+    assert (counts["read"], counts["written"], counts["quarantined"]) == (627, 627, 0)  # train+dev
+    rows = storage.read_stage(out).to_pylist()
+    train = [r for r in rows if r["split"] == "train"]
+    dev = [r for r in rows if r["split"] == "validation"]
+    by_label = Counter(r["label"] for r in train)
+    assert set(by_label) == set(LABELS) and len(set(by_label.values())) <= 2  # balanced
+    assert manifest["extra"]["pairs"]["train"]["by_label"] == dict(by_label) | {
+        k: by_label[k] for k in LABELS
+    }
+    dev_ids = {r["record_id"] for r in dev}
+    accurate_dev = {r["record_id"] for r in dev if r["rule"] == "original"}
+    assert dev_ids == accurate_dev and len(dev_ids) == 61  # every dev record keeps its pair
+    assert len({r["id"] for r in rows}) == len(rows)
+    assert corrupt(lin, out, per_example=5, seed=13, balance="upsample")["skipped"] is True
