@@ -205,7 +205,7 @@ class StageStats:
     quarantined: int = 0
     records: int = 0
     quarantined_by_reason: dict[str, int] = field(default_factory=dict)
-    notes: dict[str, int] = field(default_factory=dict)
+    notes: dict[str, int | list] = field(default_factory=dict)
 
     def note(self, name: str, n: int = 1) -> None:
         """Count a soft anomaly (kept data, but worth knowing)."""

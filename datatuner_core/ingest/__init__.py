@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import importlib
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 FORMATS = ("webnlg", "e2e", "viggo", "jsonl", "ntriples")
@@ -72,29 +72,39 @@ def safe_text(text: str) -> str:
 
 def ingest(
     fmt: str,
-    input_uri: str,
+    input_uri: str | dict[str, str | None],
     output_uri: str,
     *,
     split: str | None = None,
     options: dict | None = None,
+    max_records: dict[str, int | None] | None = None,
     storage_options: dict | None = None,
     shard_bytes: int = 64 * 1024 * 1024,
     force: bool = False,
-    progress: callable | None = None,
+    progress: Callable | None = None,
 ) -> dict:
     """Read `input_uri` as `fmt` and write a records stage at `output_uri`. Returns the manifest.
 
-    A stage already at `output_uri` made from the same inputs and options is kept as it is
-    (its manifest is returned with `skipped: true`) unless `force`.
+    `input_uri` is one file or folder, or a mapping `{split: uri}` (None entries are left out) whose
+    records take the split they are listed under. `max_records` caps records per split, for quick
+    runs: the rest of a capped split is not read (`notes.capped_splits` lists them). A stage
+    already at `output_uri` made from the same inputs and options is kept as it is (its manifest
+    is returned with `skipped: true`) unless `force`.
     """
     from .. import storage
     from ..schema import RECORDS
 
     module = reader_module(fmt)
     options = dict(options or {})
-    files = storage.list_inputs(input_uri, module.SUFFIXES, storage_options)
-    inputs = storage.input_fingerprint(files, storage_options)
-    config = {"format": fmt, "split": split, "options": options}
+    caps = {k: v for k, v in (max_records or {}).items() if v is not None}
+    sources = input_uri if isinstance(input_uri, dict) else {split: input_uri}
+    plan = [
+        (name, uri, storage.list_inputs(uri, module.SUFFIXES, storage_options))
+        for name, uri in sources.items()
+        if uri is not None
+    ]
+    inputs = [i for _, _, files in plan for i in storage.input_fingerprint(files, storage_options)]
+    config = {"format": fmt, "splits": list(sources), "options": options, "max_records": caps}
     fp = storage.fingerprint("ingest", inputs, config, storage.code_version())
     if not force and (done := storage.current_manifest(output_uri, fp, storage_options)):
         return {**done, "skipped": True}
@@ -102,21 +112,37 @@ def ingest(
     writer = storage.StageWriter(
         output_uri, "ingest", RECORDS, shard_bytes=shard_bytes, storage_options=storage_options
     )
-    stats = writer.stats
-    for item in module.read(files, input_uri, split, options, storage_options=storage_options):
-        stats.read += item.units
-        if item.record is not None:
-            writer.add(item.record)
-            stats.written += item.units
-            stats.records += 1
-        else:
-            writer.quarantine(item.quarantine, item.units)
-        if item.notes:
-            for name, n in item.notes.items():
-                stats.note(name, n)
-        if progress is not None:
-            progress(stats)
+    stats, taken, capped = writer.stats, {}, set()
+    for forced, uri, files in plan:
+        for item in module.read(files, uri, forced, options, storage_options=storage_options):
+            if item.record is not None:
+                record_split = item.record["split"]
+                if taken.get(record_split, 0) >= caps.get(record_split, float("inf")):
+                    capped.add(record_split)
+                    if forced is not None:
+                        break  # the rest of this split is not read
+                    continue
+                taken[record_split] = taken.get(record_split, 0) + 1
+            _count(writer, item)
+            if progress is not None:
+                progress(stats)
+    if capped:
+        stats.notes["capped_splits"] = sorted(capped)
     return writer.commit(inputs=inputs, fingerprint=fp, config=config)
+
+
+def _count(writer, item: Item) -> None:
+    """Write one item and count it: read = written + quarantined, in input units."""
+    stats = writer.stats
+    stats.read += item.units
+    if item.record is not None:
+        writer.add(item.record)
+        stats.written += item.units
+        stats.records += 1
+    else:
+        writer.quarantine(item.quarantine, item.units)
+    for name, n in (item.notes or {}).items():
+        stats.note(name, n)
 
 
 def read_lines(uri: str, storage_options: dict | None = None) -> Iterator[tuple[int, bytes]]:

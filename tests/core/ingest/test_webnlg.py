@@ -158,3 +158,15 @@ def test_bad_entries_are_quarantined_and_the_rest_is_read(tmp_path):
         "malformed XML": 3,
         "malformed triple": 1,
     }
+
+
+def test_split_mapping_and_caps(shared_data, tmp_path):
+    root = shared_data / "webnlg"
+    out = str(tmp_path / "out")
+    sources = {"train": str(root / "train"), "validation": str(root / "dev"), "test": None}
+    manifest = ingest("webnlg", sources, out, max_records={"train": 500, "validation": None})
+    splits = collections.Counter(storage.read_stage(out).column("split").to_pylist())
+    assert dict(splits) == {"train": 500, "validation": 872}
+    assert manifest["counts"]["read"] == 1372
+    assert manifest["counts"]["notes"]["capped_splits"] == ["train"]
+    assert manifest["config"]["max_records"] == {"train": 500}
