@@ -33,6 +33,7 @@ Records
     ids depend on the graph, not on the order of lines in the dump. A subject's triples are cut
     into records of at most `options["max_triples"]` (default 7); id = f"{subject key}#{chunk}".
     `raw` holds the original lines behind the record, joined by "\\n".
+    Duplicate statements are kept as they are (each line is a unit and a triple).
 
 Conservation (read == written + quarantined, in lines)
     `rdfs:label` triples with a literal object are names, not facts. Each one is still accounted
@@ -49,7 +50,8 @@ Scale
     appended to a DuckDB database file in a private temp folder (removed at the end, also on
     error), with a memory limit and a spill folder; the best label per node and the object names
     come from SQL joins, and the subject-ordered stream is read back in Arrow batches and grouped
-    on the fly. Python memory is bounded by one batch plus the triples of one subject.
+    on the fly. Python memory is bounded by two batches of lines (one parsing, one being
+    inserted) plus the triples of one subject; DuckDB's by its memory limit.
 
 Options: `max_triples` (7), `batch_lines` (200000), `memory_limit` ("1GB"), `threads` (2),
 `tmp_dir` (system temp folder).
@@ -77,8 +79,9 @@ SOURCE = "ntriples"
 RDFS_LABEL = "http://www.w3.org/2000/01/rdf-schema#label"
 XSD_STRING = "http://www.w3.org/2001/XMLSchema#string"
 
-# Kinds of object, stored in the `k` column (also the sort order of object kinds).
-IRI, BNODE, LITERAL = 0, 1, 2
+# Kinds of object, stored in the `k` column (also the sort order of object kinds); LABEL marks
+# an rdfs:label row (its object is a literal).
+IRI, BNODE, LITERAL, LABEL = 0, 1, 2, 3
 # seq = file index << LINE_BITS | line number: a global, sortable line position.
 LINE_BITS = 40
 
@@ -365,12 +368,11 @@ def read(
         con.execute(f"SET threads={int(options.get('threads', 2))}")
         con.execute("SET preserve_insertion_order=false")
         con.execute("SET enable_progress_bar=false")
+        # one table for facts and labels (r: label rank, NULL for facts): a UNION ALL of two
+        # tables under the ORDER BY ran out of memory in DuckDB where one table does not
         con.execute(
-            "CREATE TABLE facts (seq BIGINT, s VARCHAR, p VARCHAR, o VARCHAR, k UTINYINT,"
-            " raw VARCHAR)"
-        )
-        con.execute(
-            "CREATE TABLE labels (seq BIGINT, s VARCHAR, r UTINYINT, label VARCHAR, raw VARCHAR)"
+            "CREATE TABLE triples (seq BIGINT, s VARCHAR, p VARCHAR, o VARCHAR, k UTINYINT,"
+            " r UTINYINT, raw VARCHAR)"
         )
 
         yield from _load(con, pa, files, names, storage_options, batch_lines)
@@ -393,38 +395,29 @@ def _load(con, pa, files, names, storage_options, batch_lines) -> Iterator[Item]
     """
     from concurrent.futures import ThreadPoolExecutor
 
-    f_seq, f_s, f_p, f_o, f_k, f_raw = [], [], [], [], [], []
-    l_seq, l_s, l_r, l_label, l_raw = [], [], [], [], []
+    c_seq, c_s, c_p, c_o, c_k, c_r, c_raw = [], [], [], [], [], [], []
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nt-insert")
     inflight = None
 
     def flush() -> None:
-        nonlocal inflight, f_seq, f_s, f_p, f_o, f_k, f_raw, l_seq, l_s, l_r, l_label, l_raw
-        tables = []
-        if f_seq:
-            tables.append(("facts", pa.table({
-                "seq": pa.array(f_seq, pa.int64()),
-                "s": pa.array(f_s, pa.string()),
-                "p": pa.array(f_p, pa.string()),
-                "o": pa.array(f_o, pa.string()),
-                "k": pa.array(f_k, pa.uint8()),
-                "raw": pa.array(f_raw, pa.string()),
-            })))  # fmt: skip
-            f_seq, f_s, f_p, f_o, f_k, f_raw = [], [], [], [], [], []
-        if l_seq:
-            tables.append(("labels", pa.table({
-                "seq": pa.array(l_seq, pa.int64()),
-                "s": pa.array(l_s, pa.string()),
-                "r": pa.array(l_r, pa.uint8()),
-                "label": pa.array(l_label, pa.string()),
-                "raw": pa.array(l_raw, pa.string()),
-            })))  # fmt: skip
-            l_seq, l_s, l_r, l_label, l_raw = [], [], [], [], []
+        nonlocal inflight, c_seq, c_s, c_p, c_o, c_k, c_r, c_raw
+        table = None
+        if c_seq:
+            table = pa.table({
+                "seq": pa.array(c_seq, pa.int64()),
+                "s": pa.array(c_s, pa.string()),
+                "p": pa.array(c_p, pa.string()),
+                "o": pa.array(c_o, pa.string()),
+                "k": pa.array(c_k, pa.uint8()),
+                "r": pa.array(c_r, pa.uint8()),
+                "raw": pa.array(c_raw, pa.string()),
+            })  # fmt: skip
+            c_seq, c_s, c_p, c_o, c_k, c_r, c_raw = [], [], [], [], [], [], []
         if inflight is not None:
             inflight.result()  # re-raises a failed insert
             inflight = None
-        if tables:
-            inflight = pool.submit(_append, con, tables)
+        if table is not None:
+            inflight = pool.submit(_append, con, table)
 
     try:
         pending = 0
@@ -474,19 +467,17 @@ def _load(con, pa, files, names, storage_options, batch_lines) -> Iterator[Item]
                     if parsed is None:
                         continue
                     s, p, o, k, lang, dt = parsed
+                c_seq.append(base | line_no)
+                c_s.append(s)
+                c_p.append(p)
+                c_o.append(o)
                 if k == LITERAL and p == RDFS_LABEL:
-                    l_seq.append(base | line_no)
-                    l_s.append(s)
-                    l_r.append(label_rank(lang, dt))
-                    l_label.append(o)
-                    l_raw.append(text)
+                    c_k.append(LABEL)
+                    c_r.append(label_rank(lang, dt))
                 else:
-                    f_seq.append(base | line_no)
-                    f_s.append(s)
-                    f_p.append(p)
-                    f_o.append(o)
-                    f_k.append(k)
-                    f_raw.append(text)
+                    c_k.append(k)
+                    c_r.append(None)
+                c_raw.append(text)
                 pending += 1
                 if pending >= batch_lines:
                     flush()
@@ -497,13 +488,12 @@ def _load(con, pa, files, names, storage_options, batch_lines) -> Iterator[Item]
         pool.shutdown(wait=True)
 
 
-def _append(con, tables) -> None:
+def _append(con, table) -> None:
     cursor = con.cursor()
     try:
-        for table_name, table in tables:
-            cursor.register("_batch", table)
-            cursor.execute(f"INSERT INTO {table_name} SELECT * FROM _batch")
-            cursor.unregister("_batch")
+        cursor.register("_batch", table)
+        cursor.execute("INSERT INTO triples SELECT * FROM _batch")
+        cursor.unregister("_batch")
     finally:
         cursor.close()
 
@@ -516,18 +506,15 @@ def _bad_line(name: str, line_no: int, reason: str, text: str) -> Item:
     )
 
 
-# Labels first within a subject (best first), then facts; `name` is the object's best label.
-_STREAM_SQL = """
+# Per subject: its labels first (best first: r NULLS LAST), then its facts; `name` is the best
+# label of an IRI or blank node object.
+_STREAM_SQL = f"""
 WITH names AS (
-    SELECT s AS node, min({'r': r, 'l': label}).l AS name FROM labels GROUP BY s
+    SELECT s AS node, min({{'r': r, 'l': o}}).l AS name FROM triples WHERE k = {LABEL} GROUP BY s
 )
-SELECT s, TRUE AS is_label, r, NULL::VARCHAR AS p, NULL::UTINYINT AS k, label AS o,
-       NULL::VARCHAR AS name, raw, seq
-FROM labels
-UNION ALL
-SELECT f.s, FALSE, NULL, f.p, f.k, f.o, n.name, f.raw, f.seq
-FROM facts f LEFT JOIN names n ON n.node = f.o AND f.k < 2
-ORDER BY s, is_label DESC, r, p, k, o, seq
+SELECT t.s, t.k, t.p, t.o, n.name, t.raw, t.seq
+FROM triples t LEFT JOIN names n ON n.node = t.o AND t.k < {LITERAL}
+ORDER BY t.s, t.r NULLS LAST, t.p, t.k, t.o, t.seq
 """
 
 
@@ -542,11 +529,11 @@ def _records(con, names, split, max_triples) -> Iterator[Item]:
     group = _Subject(names, split, max_triples)
     for batch in reader:
         columns = [batch.column(i).to_pylist() for i in range(batch.num_columns)]
-        for s, is_label, _r, p, k, o, name, raw, seq in zip(*columns, strict=True):
+        for s, k, p, o, name, raw, seq in zip(*columns, strict=True):
             if s != group.key:
                 yield from group.finish()
                 group.start(s)
-            if is_label:
+            if k == LABEL:
                 group.label(o, raw, seq)
             else:
                 yield from group.fact(p, k, o, name, raw, seq)
