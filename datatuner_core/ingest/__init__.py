@@ -18,7 +18,8 @@ FORMATS = ("webnlg", "e2e", "viggo", "jsonl", "ntriples")
 
 @dataclass
 class Item:
-    """What a reader yields: one record or one quarantine row, and the input units behind it."""
+    """What a reader yields: one record, one quarantine row, or neither (input consumed without a
+    row of its own, such as N-Triples label statements), and the input units behind it."""
 
     record: dict | None = None
     quarantine: dict | None = None
@@ -139,8 +140,10 @@ def _count(writer, item: Item) -> None:
         writer.add(item.record)
         stats.written += item.units
         stats.records += 1
-    else:
+    elif item.quarantine is not None:
         writer.quarantine(item.quarantine, item.units)
+    else:  # consumed into other rows (labels become names), so counted as written
+        stats.written += item.units
     for name, n in (item.notes or {}).items():
         stats.note(name, n)
 

@@ -40,10 +40,11 @@ Conservation (read == written + quarantined, in lines)
     for exactly once: all label lines of a subject ride on the subject's first record (chunk 0):
     its `units` = its fact triples + the subject's label lines, and its `raw` holds those label
     lines too, so every record satisfies `units == len(raw.split("\\n"))`. A subject that has only
-    label triples does not vanish: its labels become its facts, `(name, "label", label)`, one per
-    label line. So written = fact triples in records + label lines consumed; the manifest note
-    `label_triples` counts the consumed label lines. If `make_record` refuses a chunk, the chunk
-    is quarantined with all of its units.
+    label triples gives no record (a text saying "X is labelled X" is of no use): its label lines
+    are consumed as names of the nodes that point at it, yielded as an Item with neither record
+    nor quarantine row, and noted as `label_only_subjects`. So written = fact triples in records +
+    label lines consumed; the manifest note `label_triples` counts the consumed label lines. If
+    `make_record` refuses a chunk, the chunk is quarantined with all of its units.
 
 Scale
     Nothing holds the whole dump in Python. Lines are parsed in batches into Arrow tables and
@@ -582,13 +583,9 @@ class _Subject:
     def finish(self) -> Iterator[Item]:
         if self.key is None:
             return
-        if self.labels:  # a subject with labels only: they are its facts
-            for label, raw, seq in self.labels:
-                self.triples.append((self.name, "label", label))
-                self.raw.append(raw)
-                self.seqs.append(seq)
-                if len(self.triples) >= self.max:
-                    yield self._emit()
+        if self.labels:  # a subject with labels only: its labels only name it elsewhere
+            n = len(self.labels)
+            yield Item(units=n, notes={"label_triples": n, "label_only_subjects": 1})
             self.labels = []
         if self.triples:
             yield self._emit()

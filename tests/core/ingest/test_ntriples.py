@@ -133,12 +133,10 @@ def test_records_in_subject_order_with_names_resolved(stage):
     assert [r["id"] for r in records] == [
         "_:b0#0",
         "_:b1#0",
-        f"{R}Aarhus#0",
         f"{R}Aarhus_Airport#0",
         f"{R}Big#0",
         f"{R}Big#1",
         f"{R}Café_Bar#0",
-        f"{R}Only_Label#0",
     ]
     for r in records:
         assert (r["source"], r["split"], r["category"]) == ("ntriples", "all", None)
@@ -157,16 +155,8 @@ def test_records_in_subject_order_with_names_resolved(stage):
     assert triples(by_id["_:b1#0"]) == [("Anon", "knows", "Aarhus Airport")]
     # \u escape in an IRI, percent-decoding of local names
     assert triples(by_id[f"{R}Café_Bar#0"]) == [("Café Bar", "location", "São Paulo")]
-    # a subject with labels only keeps them as its facts, best label first
-    assert triples(by_id[f"{R}Aarhus#0"]) == [
-        ("Aarhus (en)", "label", "Aarhus (en)"),
-        ("Aarhus (en)", "label", "Aarhus plain"),
-        ("Aarhus (en)", "label", "Aarhus"),
-    ]
-    assert triples(by_id[f"{R}Only_Label#0"]) == [
-        ("Only Label", "label", "Only Label"),
-        ("Only Label", "label", "Nur Label"),
-    ]
+    # a subject with labels only gives no record: its labels name it where it is an object
+    assert f"{R}Aarhus#0" not in by_id and f"{R}Only_Label#0" not in by_id
 
 
 def test_subject_with_more_than_seven_triples_is_split(stage):
@@ -200,19 +190,22 @@ def test_counts_are_conserved(stage):
     assert counts["quarantined"] == len(BAD) == 17
     assert counts["written"] == UNITS - len(BAD) == 24
     assert counts["read"] == counts["written"] + counts["quarantined"]
-    assert counts["records"] == 8
-    # label lines consumed as names: Big's two literal labels and _:b1's
-    assert counts["notes"] == {"label_triples": 3}
+    assert counts["records"] == 6
+    # label lines consumed as names: Big's two literal labels and _:b1's, and the 3 + 2 labels of
+    # the two label-only subjects (Aarhus, Only_Label)
+    assert counts["notes"] == {"label_only_subjects": 2, "label_triples": 8}
     assert counts["quarantined_by_reason"] == {
         "malformed N-Triples": 14,
         "invalid UTF-8": 1,
         "value longer than 10000 characters": 1,
         "empty value": 1,
     }
-    # every written unit is one raw line of exactly one record
+    # every other written unit is one raw line of exactly one record
     raw_lines = [line for r in read_stage(str(out)).to_pylist() for line in r["raw"].split("\n")]
-    assert len(raw_lines) == counts["written"]
-    good = [TEXT[t] for t in LINE if not t.startswith("bad_")]
+    label_only = [t for t in LINE if t.startswith(("aarhus_", "only_"))]
+    assert len(label_only) == 5
+    assert len(raw_lines) == counts["written"] - len(label_only)
+    good = [TEXT[t] for t in LINE if not t.startswith("bad_") and t not in label_only]
     assert sorted(raw_lines) == sorted(good)
 
 
