@@ -63,7 +63,28 @@ def build_parser() -> argparse.ArgumentParser:
     lin.add_argument("--output", required=True, help="stage folder URI to write")
     lin.add_argument("--mode", choices=("fine", "coarse"), default="fine", help="state ids")
     _stage_options(lin)
+
+    retrain = commands.add_parser(
+        "retrain",
+        help="ingest, linearize, corrupt, train the LM and the classifier, register them",
+        description="Train both models on the config's dataset through Ray Train and register "
+        "them under {storage}/models/ (the first versions become production).",
+    )
+    retrain.add_argument("config", help="pipeline config YAML (see configs/)")
+    _config_options(retrain)
     return parser
+
+
+def _config_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key, e.g. --set lm.epochs=1 (repeatable)",
+    )
+    parser.add_argument("--run-id", help="run id (default: new); an existing one resumes")
 
 
 def _stage_options(parser: argparse.ArgumentParser) -> None:
@@ -154,11 +175,21 @@ def cmd_linearize(args: argparse.Namespace) -> dict:
     return summary
 
 
-COMMANDS = {"ingest": cmd_ingest, "linearize": cmd_linearize}
+def cmd_retrain(args: argparse.Namespace) -> dict:
+    from .config import load_config
+    from .retrain import retrain
+
+    config = load_config(args.config, args.overrides)
+    return retrain(config, run_id=args.run_id)
+
+
+COMMANDS = {"ingest": cmd_ingest, "linearize": cmd_linearize, "retrain": cmd_retrain}
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .config import ConfigError
     from .ingest import IngestError
+    from .registry import RegistryError
     from .storage import StorageError
 
     try:
@@ -171,10 +202,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.command is None:
             raise UsageError("a command is required; see `datatuner --help`")
         summary = COMMANDS[args.command](args)
-    except UsageError as exc:
+    except (UsageError, ConfigError) as exc:
         print(f"datatuner: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except (StorageError, IngestError, ValueError) as exc:
+    except (StorageError, IngestError, RegistryError, ValueError) as exc:
         print(f"datatuner: error: {exc}", file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:
