@@ -151,3 +151,33 @@ def test_state_ids_fine_and_coarse():
     assert lin.state_ids([50, S, 51, D, 52], specials, D, T) == [D, S, S, D, D]
     with pytest.raises(ValueError, match="unknown linearize mode 'medium'"):
         lin.state_ids(seq, specials, D, T, "medium")
+
+
+def test_ntriples_and_jsonl_records_linearize(tmp_path):
+    dump = tmp_path / "kg.nt"
+    dump.write_text(
+        "<http://ex.org/Alan_Bean> <http://ex.org/birthPlace> <http://ex.org/Wheeler> .\n"
+        "<http://ex.org/Wheeler> <http://www.w3.org/2000/01/rdf-schema#label> "
+        '"Wheeler, Texas"@en .\n'
+        '<http://ex.org/Alan_Bean> <http://ex.org/almaMater> "UT Austin" .\n'
+    )
+    ingest("ntriples", str(dump), str(tmp_path / "r"))
+    lin.linearize(str(tmp_path / "r"), str(tmp_path / "l"))
+    (row,) = storage.read_stage(str(tmp_path / "l")).to_pylist()
+    assert row["linearized"] == (
+        "<subject> Alan Bean <predicate> alma mater <object> UT Austin ; "
+        "<subject> Alan Bean <predicate> birth place <object> Wheeler, Texas"
+    )
+    assert row["entities"] == ["Alan Bean", "UT Austin", "Wheeler, Texas"]
+
+    lines = tmp_path / "mine.jsonl"
+    lines.write_text(
+        '{"act": "inform", "slots": {"name": "The Eagle", "platforms": ["PC", "Mac"]}}\n'
+    )
+    ingest("jsonl", str(lines), str(tmp_path / "r2"))
+    lin.linearize(str(tmp_path / "r2"), str(tmp_path / "l2"))
+    (row,) = storage.read_stage(str(tmp_path / "l2")).to_pylist()
+    assert row["linearized"] == (
+        "<inform> inform ( <name> name: [ The Eagle ], <platforms> platforms: [ PC, Mac ] )"
+    )
+    assert row["entities"] == ["The Eagle", "PC", "Mac"]
