@@ -119,3 +119,35 @@ CORRUPTIONS = pa.schema(
         ("rule", pa.string()),
     ]
 )
+
+CANDIDATE = pa.struct(
+    [
+        ("text", pa.string()),
+        ("lm_score", pa.float64()),
+        ("fidelity_label", pa.string()),
+        ("fidelity_score", pa.float64()),
+    ]
+)
+
+# One row per input record: the chosen text, its fidelity, every beam candidate, and what is
+# needed to evaluate it (references, entities, category, data) without a join.
+GENERATIONS = pa.schema(
+    [
+        ("id", pa.string()),
+        ("linearized", pa.string()),
+        ("text", pa.string()),  # null when generation failed (see `error`)
+        ("fidelity_label", pa.string()),
+        ("fidelity_score", pa.float64()),  # P(accurate) of the chosen text
+        ("lm_score", pa.float64()),  # length-normalised log-probability of the chosen text
+        ("candidates", pa.list_(CANDIDATE)),  # in beam order: candidates[0] is the top beam
+        ("model_version", pa.string()),  # "lm-version+classifier-version"
+        ("references", pa.list_(pa.string())),
+        ("entities", pa.list_(pa.string())),
+        ("category", pa.string()),
+        ("source", pa.string()),
+        ("split", pa.string()),
+        ("data", DATA),
+        ("truncated", pa.bool_()),  # the input was cut to fit the model's context
+        ("error", pa.string()),  # why `text` is null
+    ]
+)

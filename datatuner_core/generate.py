@@ -1,0 +1,344 @@
+"""Batch generation with reranking (method §4, §7): beam search with a KV cache over batches of
+similar length, every beam kept with its length-normalised score, the fidelity classifier scoring
+every candidate in the same pass, the choice by label priority then combined score.
+
+`Generator` holds the LM (and the classifier) and turns linearized rows into `generations` rows;
+`generate_stage` runs it on Ray Data (`map_batches` over an actor pool) and writes the stage.
+A record that cannot be generated (empty linearization, a failing forward pass) gets a row with
+`text = null` and its `error`; it never fails its batch.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import time
+
+from . import storage
+from .rerank import rerank_candidates
+
+CARD_FILE = "training_card.json"
+
+
+def _local_model_dir(uri: str, storage_options: dict | None = None) -> str:
+    """A local folder holding the model at `uri` (downloaded once per process if remote)."""
+    loc = storage.locate(uri, storage_options)
+    if loc.is_local:
+        if not os.path.isdir(loc.path):
+            raise storage.StorageError(f"model not found: {uri}")
+        return loc.path
+    target = tempfile.mkdtemp(prefix="datatuner-model-")
+    return storage.download_dir(uri, target, storage_options)
+
+
+def model_version(uri: str) -> str:
+    return str(uri).rstrip("/").rsplit("/", 1)[-1]
+
+
+def _read_card(directory: str) -> dict:
+    import json
+
+    path = os.path.join(directory, CARD_FILE)
+    if not os.path.exists(path):
+        return {}
+    with open(path) as f:
+        return json.load(f)
+
+
+class Generator:
+    """The LM and the optional classifier in one process; call it on batches of rows."""
+
+    def __init__(
+        self,
+        lm_uri: str,
+        classifier_uri: str | None = None,
+        *,
+        beams: int = 5,
+        max_new_tokens: int = 80,
+        batch_size: int = 32,
+        rerank: bool = True,
+        weight: float = 1.0,
+        storage_options: dict | None = None,
+        threads: int | None = None,
+    ):
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        from .lm import default_vocab
+
+        if threads:
+            torch.set_num_threads(threads)
+        self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        lm_dir = _local_model_dir(lm_uri, storage_options)
+        self.tokenizer = AutoTokenizer.from_pretrained(lm_dir)
+        dtype = torch.bfloat16 if self.device == "cuda" else torch.float32
+        self.model = AutoModelForCausalLM.from_pretrained(
+            lm_dir, use_safetensors=True, trust_remote_code=False, dtype=dtype
+        ).to(self.device)
+        self.model.eval()
+        self.mode = _read_card(lm_dir).get("task_config", {}).get("mode", "fine")
+        self.vocab = default_vocab(self.tokenizer)
+        self.context = getattr(self.model.config, "n_positions", None) or getattr(
+            self.model.config, "max_position_embeddings", 1024
+        )
+        self.beams, self.max_new_tokens, self.batch_size = beams, max_new_tokens, batch_size
+        self.rerank, self.weight = rerank, weight
+        self.scorer = None
+        version = model_version(lm_uri)
+        if classifier_uri is not None:
+            from .classifier import FidelityScorer
+
+            self.scorer = FidelityScorer(classifier_uri, storage_options=storage_options)
+            version = f"{version}+{model_version(classifier_uri)}"
+        self.version = version
+
+    # ------------------------------------------------------------------ prompts
+
+    def _prompt(self, linearized: str) -> tuple[list[int], list[int], bool]:
+        """(input_ids, state ids, truncated) of `<data> D <text>`, cut to leave room for text."""
+        from . import linearize as lin
+
+        data_ids = self.tokenizer(linearized.strip(), add_special_tokens=False)["input_ids"]
+        room = max(1, self.context - self.max_new_tokens - 2)
+        truncated = len(data_ids) > room
+        ids = [self.vocab.data, *data_ids[:room], self.vocab.text]
+        states = lin.state_ids(
+            ids, self.vocab.specials, self.vocab.data, self.vocab.text, self.mode
+        )
+        return ids, states, truncated
+
+    # ------------------------------------------------------------------ beam search
+
+    def _beam_search(self, prompts: list[tuple[list[int], list[int]]]) -> list[list[tuple]]:
+        """Batched beam search with a KV cache; per prompt, `beams` (text, score) in beam order.
+        The score is the sum of token log-probabilities divided by the length (length penalty 1)."""
+        import torch
+
+        width = max(len(ids) for ids, _ in prompts)
+        pad = self.vocab.pad
+        input_ids = torch.full((len(prompts), width), pad, dtype=torch.long)  # [B, T], left-padded
+        types = torch.full((len(prompts), width), pad, dtype=torch.long)  # [B, T] state ids
+        mask = torch.zeros((len(prompts), width), dtype=torch.long)  # [B, T] 1 = real token
+        for row, (ids, states) in enumerate(prompts):
+            input_ids[row, width - len(ids) :] = torch.tensor(ids)
+            types[row, width - len(ids) :] = torch.tensor(states)
+            mask[row, width - len(ids) :] = 1
+        with torch.inference_mode():
+            out = self.model.generate(
+                input_ids=input_ids.to(self.device),
+                attention_mask=mask.to(self.device),
+                token_type_ids=types.to(self.device),  # new tokens copy the last (<text>) state
+                num_beams=self.beams,
+                num_return_sequences=self.beams,
+                max_new_tokens=self.max_new_tokens,
+                do_sample=False,
+                early_stopping=True,
+                length_penalty=1.0,
+                eos_token_id=self.vocab.eos,
+                pad_token_id=pad,
+                output_scores=True,
+                return_dict_in_generate=True,
+            )
+        sequences = out.sequences[:, width:].tolist()  # [B * beams, new tokens]
+        scores = out.sequences_scores.tolist()  # [B * beams]
+        results = []
+        for i in range(len(prompts)):
+            beams = []
+            for j in range(i * self.beams, (i + 1) * self.beams):
+                tokens = sequences[j]
+                if self.vocab.eos in tokens:
+                    tokens = tokens[: tokens.index(self.vocab.eos)]
+                text = self.tokenizer.decode(tokens, skip_special_tokens=True).strip()
+                beams.append((text, float(scores[j])))
+            results.append(beams)
+        return results
+
+    # ------------------------------------------------------------------ rows
+
+    def generate_rows(self, rows: list[dict]) -> list[dict]:
+        """Generations rows for linearized rows, in input order."""
+        out: list[dict | None] = [None] * len(rows)
+        todo = []
+        for i, row in enumerate(rows):
+            if not (row.get("linearized") or "").strip():
+                out[i] = self._row(row, None, truncated=False, error="empty linearization")
+                continue
+            ids, states, truncated = self._prompt(row["linearized"])
+            todo.append((len(ids), i, ids, states, truncated))
+        todo.sort(key=lambda t: (t[0], t[1]))  # similar lengths together: little padding
+        for start in range(0, len(todo), self.batch_size):
+            chunk = todo[start : start + self.batch_size]
+            for (_, i, _, _, truncated), beams in zip(chunk, self._generate_chunk(chunk)):
+                if isinstance(beams, str):
+                    out[i] = self._row(rows[i], None, truncated=truncated, error=beams)
+                else:
+                    out[i] = self._row(rows[i], beams, truncated=truncated, error=None)
+        self._score_and_choose([r for r in out if r["candidates"]])
+        return out
+
+    def _generate_chunk(self, chunk) -> list:
+        """Beams per prompt of the chunk; a failing batch is retried one record at a time, and a
+        record that still fails gets its error message instead of beams."""
+        prompts = [(ids, states) for _, _, ids, states, _ in chunk]
+        try:
+            return self._beam_search(prompts)
+        except Exception:  # noqa: BLE001 - isolate the failing record below
+            results = []
+            for prompt in prompts:
+                try:
+                    results.append(self._beam_search([prompt])[0])
+                except Exception as exc:  # noqa: BLE001 - recorded on the row
+                    results.append(f"generation failed: {type(exc).__name__}: {exc}"[:500])
+            return results
+
+    def _row(self, row: dict, beams, *, truncated: bool, error: str | None) -> dict:
+        candidates = [
+            {"text": t, "lm_score": s, "fidelity_label": None, "fidelity_score": None}
+            for t, s in (beams or [])
+        ]
+        return {
+            "id": row["id"],
+            "linearized": row.get("linearized"),
+            "text": None,
+            "fidelity_label": None,
+            "fidelity_score": None,
+            "lm_score": None,
+            "candidates": candidates,
+            "model_version": self.version,
+            "references": row.get("references") or [],
+            "entities": row.get("entities") or [],
+            "category": row.get("category"),
+            "source": row.get("source"),
+            "split": row.get("split"),
+            "data": row.get("data"),
+            "truncated": truncated,
+            "error": error,
+        }
+
+    def _score_and_choose(self, rows: list[dict]) -> None:
+        """Classify every candidate (in one batched pass), then choose each row's text."""
+        if self.scorer is not None:
+            pairs = [(r["linearized"], c["text"]) for r in rows for c in r["candidates"]]
+            scored = iter(self.scorer.score(pairs, batch_size=max(self.batch_size, 32)))
+            for r in rows:
+                for c in r["candidates"]:
+                    s = next(scored)
+                    c["fidelity_label"], c["fidelity_score"] = s["label"], s["p_accurate"]
+        for r in rows:
+            order = rerank_candidates(r["candidates"], self.weight) if self.rerank else [0]
+            chosen = r["candidates"][order[0]]
+            r["text"], r["lm_score"] = chosen["text"], chosen["lm_score"]
+            r["fidelity_label"], r["fidelity_score"] = (
+                chosen["fidelity_label"],
+                chosen["fidelity_score"],
+            )
+
+    def __call__(self, batch):
+        """Ray Data entry point: a pyarrow batch of linearized rows → a generations table."""
+        import pyarrow as pa
+
+        from .schema import GENERATIONS
+
+        return pa.Table.from_pylist(self.generate_rows(batch.to_pylist()), schema=GENERATIONS)
+
+
+def generate_stage(
+    linearized_uri: str,
+    output_uri: str,
+    *,
+    lm_uri: str,
+    classifier_uri: str | None = None,
+    beams: int = 5,
+    max_new_tokens: int = 80,
+    batch_size: int = 32,
+    actors: int = 1,
+    rerank: bool = True,
+    split: str | None = "test",
+    max_records: int | None = None,
+    storage_options: dict | None = None,
+    force: bool = False,
+) -> dict:
+    """Generate for the rows of `split` (all rows if None) of a linearized stage on Ray Data and
+    write the generations stage. Returns the manifest (`read == written + quarantined`: a record
+    whose generation failed is written with its error, not dropped)."""
+    import ray
+
+    from .schema import GENERATIONS
+    from .training import ensure_ray
+
+    source = storage.read_manifest(linearized_uri, storage_options)
+    inputs = [
+        {"uri": linearized_uri, "fingerprint": source["fingerprint"]},
+        {"lm": lm_uri, "classifier": classifier_uri},
+    ]
+    config = {
+        "beams": beams,
+        "max_new_tokens": max_new_tokens,
+        "split": split,
+        "rerank": rerank,
+        "max_records": max_records,
+    }
+    fp = storage.fingerprint("generate", inputs, config, storage.code_version())
+    if not force and (done := storage.current_manifest(output_uri, fp, storage_options)):
+        return {**done, "skipped": True}
+    if rerank and classifier_uri is None:
+        raise ValueError("reranking needs a classifier: give classifier_uri or set rerank=false")
+
+    ensure_ray()
+    files = storage.stage_files(linearized_uri, storage_options)
+    ds = _read_parquet(files, storage_options)
+    if split is not None:
+        ds = ds.filter(lambda row: row["split"] == split)
+    if max_records is not None:
+        ds = ds.limit(max_records)
+    use_gpu = ray.cluster_resources().get("GPU", 0) >= 1
+    cpus = max(1.0, float(ray.cluster_resources().get("CPU", 1)) / max(actors, 1))
+    ds = ds.map_batches(
+        Generator,
+        fn_constructor_args=(lm_uri, classifier_uri),
+        fn_constructor_kwargs={
+            "beams": beams,
+            "max_new_tokens": max_new_tokens,
+            "batch_size": batch_size,
+            "rerank": rerank,
+            "storage_options": storage_options,
+            "threads": None if use_gpu else int(cpus),
+        },
+        batch_size=batch_size * 4,  # a block per call: the actor sorts it by length
+        batch_format="pyarrow",
+        compute=ray.data.ActorPoolStrategy(size=actors),
+        num_gpus=1 if use_gpu else 0,
+        num_cpus=0 if use_gpu else cpus,
+    )
+    writer = storage.StageWriter(
+        output_uri, "generate", GENERATIONS, storage_options=storage_options
+    )
+    started, seen = time.time(), 0
+    for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+        for row in batch.to_pylist():
+            writer.add(row)
+            writer.stats.read += 1
+            writer.stats.written += 1
+            writer.stats.records += 1
+            if row["error"]:
+                writer.stats.note("generation_errors")
+            if row["truncated"]:
+                writer.stats.note("truncated_inputs")
+        seen += batch.num_rows
+        rate = seen / max(time.time() - started, 1e-9)
+        print(f"[generate] {seen} records ({rate:.1f}/s)", file=sys.stderr, flush=True)
+    extra = {"records_per_s": round(seen / max(time.time() - started, 1e-9), 2)}
+    return writer.commit(inputs=inputs, fingerprint=fp, config=config, extra=extra)
+
+
+def _read_parquet(files: list[str], storage_options: dict | None):
+    """A Ray dataset over the stage's shards, through the same fsspec filesystem."""
+    import ray
+    from pyarrow.fs import FSSpecHandler, PyFileSystem
+
+    loc = storage.locate(files[0], storage_options)
+    if "memory" in storage._protocols(loc.fs):
+        raise storage.StorageError("Ray workers cannot read memory:// stages; use a path or s3://")
+    paths = [storage.locate(f, storage_options).path for f in files]
+    return ray.data.read_parquet(paths, filesystem=PyFileSystem(FSSpecHandler(loc.fs)))

@@ -1,0 +1,36 @@
+"""Reranking of beam candidates by the fidelity classifier (method §7, the DataTuner_FC system).
+
+Candidates are ordered by the severity of their predicted label —
+accurate < value_error < repetition < omission < hallucination — and, within a label, by a
+combined score: the LM's length-normalised log-probability plus `weight` × log P(accurate).
+The original ordered ties by beam rank only; using P(accurate) as well prefers, among candidates
+with the same predicted label, the one the classifier is surest is accurate.
+"""
+
+from __future__ import annotations
+
+import math
+
+PRIORITY = ("accurate", "value_error", "repetition", "omission", "hallucination")
+_RANK = {label: i for i, label in enumerate(PRIORITY)}
+
+
+def combined_score(lm_score: float, p_accurate: float, weight: float = 1.0) -> float:
+    """LM log-probability (length-normalised) + weight × log P(accurate)."""
+    return lm_score + weight * math.log(max(p_accurate, 1e-9))
+
+
+def rerank_candidates(candidates: list[dict], weight: float = 1.0) -> list[int]:
+    """Indices of `candidates` (dicts with lm_score, fidelity_label, fidelity_score) best first.
+
+    A candidate without a classifier label (classifier off or failed) sorts by LM score alone,
+    after every labelled one."""
+
+    def key(i: int):
+        c = candidates[i]
+        label = c.get("fidelity_label")
+        if label is None:
+            return (len(PRIORITY), -c["lm_score"], i)
+        return (_RANK[label], -combined_score(c["lm_score"], c["fidelity_score"], weight), i)
+
+    return sorted(range(len(candidates)), key=key)

@@ -1,0 +1,44 @@
+"""Reranking: label priority first, then LM score + log P(accurate); unlabelled last."""
+
+from __future__ import annotations
+
+import math
+
+from datatuner_core.rerank import PRIORITY, combined_score, rerank_candidates
+
+
+def _c(label, lm, p):
+    return {"text": f"{label}/{lm}", "lm_score": lm, "fidelity_label": label, "fidelity_score": p}
+
+
+def test_an_accurate_candidate_comes_first_whenever_there_is_one():
+    candidates = [
+        _c("omission", -0.1, 0.05),
+        _c("hallucination", -0.2, 0.01),
+        _c("accurate", -2.0, 0.6),
+        _c("value_error", -0.3, 0.2),
+        _c("accurate", -1.5, 0.4),
+    ]
+    order = rerank_candidates(candidates)
+    assert [candidates[i]["fidelity_label"] for i in order] == [
+        "accurate", "accurate", "value_error", "omission", "hallucination"
+    ]  # fmt: skip
+    # among the two accurate ones: -1.5 + log 0.4 = -2.42 beats -2.0 + log 0.6 = -2.51
+    assert combined_score(-1.5, 0.4) > combined_score(-2.0, 0.6)
+    assert order[:2] == [4, 2]
+
+
+def test_priority_order_is_the_papers():
+    assert PRIORITY == ("accurate", "value_error", "repetition", "omission", "hallucination")
+    candidates = [_c(label, -1.0, 0.5) for label in reversed(PRIORITY)]
+    order = rerank_candidates(candidates)
+    assert [candidates[i]["fidelity_label"] for i in order] == list(PRIORITY)
+
+
+def test_without_labels_the_lm_score_decides_and_labelled_come_first():
+    plain = [{"text": str(i), "lm_score": s, "fidelity_label": None, "fidelity_score": None}
+             for i, s in enumerate([-3.0, -1.0, -2.0])]  # fmt: skip
+    assert rerank_candidates(plain) == [1, 2, 0]
+    mixed = [*plain, _c("hallucination", -9.0, 0.0)]
+    assert rerank_candidates(mixed)[0] == 3
+    assert math.isfinite(combined_score(-1.0, 0.0))
