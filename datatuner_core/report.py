@@ -1,0 +1,283 @@
+"""The evaluation report a person reads: `metrics.json`, `report.md` and PNG plots under one URI.
+
+Everything is written through `storage` (local paths, s3://, memory://); plots are rendered with
+matplotlib's Agg canvas (no pyplot) into memory and written as bytes. Plots whose data is absent
+(no input sizes, no labels, no entities) are left out, and `report.md` links only those written.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+
+from . import storage
+from .corrupt import LABELS
+
+PLOTS = ("bleu_by_size.png", "labels.png", "coverage.png")
+
+
+def write_report(
+    metrics: dict,
+    report_uri: str,
+    *,
+    title: str,
+    extra: dict | None = None,
+    storage_options: dict | None = None,
+) -> list[str]:
+    """Write `metrics.json` (the metrics, plus `extra` when given), `report.md` and the plots
+    under `report_uri`. Returns the URIs written, `metrics.json` first."""
+    payload = {**metrics, "extra": extra} if extra else metrics
+    files = {"metrics.json": json.dumps(payload, indent=2, default=str).encode()}
+    plots = {
+        "bleu_by_size.png": _plot_bleu_by_size,
+        "labels.png": _plot_labels,
+        "coverage.png": _plot_coverage,
+    }
+    for name, plot in plots.items():
+        if (png := plot(metrics)) is not None:
+            files[name] = png
+    files["report.md"] = render_markdown(metrics, title, extra, [n for n in files if n in plots])
+    written = []
+    for name, data in files.items():
+        uri = storage.join_uri(report_uri, name)
+        storage.write_bytes(uri, data, storage_options)
+        written.append(uri)
+    return written
+
+
+# ----------------------------------------------------------------------------- markdown
+
+
+def _num(value: float | None, digits: int = 2) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def _pct(value: float | None) -> str:
+    return "–" if value is None else f"{100 * value:.1f}%"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return lines + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+
+
+def _headline(metrics: dict) -> list[str]:
+    top = metrics.get("top_beam") or {}
+    rows = []
+    for name, key in (
+        ("BLEU (all)", "bleu"),
+        ("BLEU (lowercased)", "bleu_lowercase"),
+        ("chrF", "chrf"),
+    ):
+        rows.append([name, _num(metrics.get(key)), _num(top.get(key))])
+    for part in ("seen", "unseen"):
+        if metrics.get(part):
+            rows.append(
+                [
+                    f"BLEU {part}",
+                    _num(metrics[part].get("bleu")),
+                    _num(metrics[part].get("top_beam_bleu")),
+                ]
+            )
+    counts = (
+        f"{metrics.get('n', 0)} inputs, {metrics.get('n_scored', 0)} with references, "
+        f"{metrics.get('n_failed', 0)} failed generations"
+    )
+    if "changed_by_rerank" in metrics:
+        counts += f", reranking changed {metrics['changed_by_rerank']} texts"
+    return [
+        "## Headline",
+        "",
+        *_table(["metric", "reranked (FC)", "top beam (No_FC)"], rows),
+        "",
+        counts + ".",
+    ]
+
+
+def _fidelity(metrics: dict) -> list[str]:
+    fidelity = metrics.get("fidelity") or {}
+    chosen, top = fidelity.get("chosen") or {}, fidelity.get("top_beam") or {}
+    if not chosen.get("labelled") and not top.get("labelled"):
+        return []
+    labels = list(dict.fromkeys([*LABELS, *chosen.get("counts", {}), *top.get("counts", {})]))
+    rows = [
+        [
+            label,
+            str(chosen.get("counts", {}).get(label, 0)),
+            _pct(chosen.get("shares", {}).get(label)),
+            str(top.get("counts", {}).get(label, 0)),
+            _pct(top.get("shares", {}).get(label)),
+        ]
+        for label in labels
+    ]
+    rows.append(
+        [
+            "mean P(accurate)",
+            _num(chosen.get("mean_fidelity_score"), 3),
+            "",
+            _num(top.get("mean_fidelity_score"), 3),
+            "",
+        ]
+    )
+    header = ["predicted label", "reranked", "share", "top beam", "share"]
+    return ["## Predicted fidelity labels", "", *_table(header, rows)]
+
+
+def _coverage(metrics: dict) -> list[str]:
+    coverage = metrics.get("coverage") or {}
+    systems = [(n, coverage.get(k)) for n, k in (("top beam", "top_beam"), ("reranked", "chosen"))]
+    rows = [
+        [
+            name,
+            _pct(c["error_rate"]),
+            str(c["missing"]),
+            str(c["hallucinated"]),
+            str(c["entities"]),
+            _pct(c["record_error_share"]),
+        ]
+        for name, c in systems
+        if c
+    ]
+    if not rows:
+        return []
+    header = ["text", "error rate", "missing", "hallucinated", "entities", "records with error"]
+    note = (
+        "Independent heuristic (entities of the record missing from the text, plus entities of "
+        "other records found in it, over all entities); it does not use the classifier."
+    )
+    return ["## Coverage errors", "", note, "", *_table(header, rows)]
+
+
+def _breakdowns(metrics: dict) -> list[str]:
+    titles = {
+        "seen_unseen": "WebNLG seen / unseen categories",
+        "by_category": "By category",
+        "by_size": "By input size (triples or slots)",
+    }
+    out = []
+    for key, title in titles.items():
+        groups = (metrics.get("breakdown") or {}).get(key)
+        if not groups:
+            continue
+        rows = [
+            [
+                name,
+                str(s["n"]),
+                _num(s["bleu"]),
+                _num(s["bleu_lowercase"]),
+                _num(s["chrf"]),
+                _num(s.get("top_beam_bleu")),
+            ]
+            for name, s in groups.items()
+        ]
+        first = {"seen_unseen": "categories", "by_category": "category", "by_size": "size"}[key]
+        header = [first, "n", "BLEU", "BLEU lc", "chrF", "BLEU top beam"]
+        out += [f"### {title}", "", *_table(header, rows), ""]
+    return ["## Breakdown", "", *out] if out else []
+
+
+def render_markdown(
+    metrics: dict, title: str, extra: dict | None = None, plots: list[str] | None = None
+) -> bytes:
+    """The text of `report.md`."""
+    lines = [f"# {title}", ""]
+    if extra:
+        lines += [*_table(["", ""], [[k, f"`{v}`"] for k, v in extra.items()]), ""]
+    for section in (_headline, _fidelity, _coverage, _breakdowns):
+        if part := section(metrics):
+            lines += [*part, ""]
+    if plots:
+        lines += ["## Plots", ""] + [f"![{p.removesuffix('.png')}]({p})" for p in plots]
+    lines += [
+        "",
+        "BLEU: sacrebleu corpus BLEU, cased, 13a tokenizer, references grouped per input; "
+        "chrF: sacrebleu chrF. Top beam = the paper's No_FC system; reranked = DataTuner_FC.",
+    ]
+    return ("\n".join(lines).rstrip() + "\n").encode()
+
+
+# ----------------------------------------------------------------------------- plots
+
+
+def _figure():
+    """A figure that renders with Agg, without pyplot (no global backend, no open-figure list)."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6.4, 4.0), dpi=100)
+    return fig, fig.subplots()
+
+
+def _png(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()
+
+
+def _bars(ax, names: list[str], series: dict[str, list[float | None]]) -> None:
+    """Grouped bars, one group per name, the legend in a band of headroom above them."""
+    width = 0.8 / max(1, len(series))
+    for i, (label, values) in enumerate(series.items()):
+        xs = [x + (i - (len(series) - 1) / 2) * width for x in range(len(names))]
+        ax.bar(xs, [v or 0.0 for v in values], width, label=label)
+    ax.set_xticks(range(len(names)), names)
+    top = max((v or 0.0 for values in series.values() for v in values), default=0.0)
+    columns = len(series) if len(series) <= 3 else 2
+    ax.set_ylim(0, max(top, 1e-9) * (1.25 if columns == len(series) else 1.4))
+    if len(series) > 1:
+        ax.legend(loc="upper center", ncol=columns, frameon=False)
+
+
+def _plot_bleu_by_size(metrics: dict) -> bytes | None:
+    groups = (metrics.get("breakdown") or {}).get("by_size")
+    if not groups:
+        return None
+    fig, ax = _figure()
+    names = list(groups)
+    series = {"reranked": [groups[n]["bleu"] for n in names]}
+    if any(g.get("top_beam_bleu") is not None for g in groups.values()):
+        series["top beam"] = [groups[n].get("top_beam_bleu") for n in names]
+    _bars(ax, [f"{n}\n(n={groups[n]['n']})" for n in names], series)
+    ax.set(xlabel="input size (triples)", ylabel="BLEU", title="BLEU by input size")
+    return _png(fig)
+
+
+def _plot_labels(metrics: dict) -> bytes | None:
+    fidelity = metrics.get("fidelity") or {}
+    present = {k: v for k, v in fidelity.items() if v and v.get("labelled")}
+    if not present:
+        return None
+    fig, ax = _figure()
+    names = list(dict.fromkeys(label for v in present.values() for label in v["counts"]))
+    titles = {"chosen": "reranked", "top_beam": "top beam"}
+    _bars(
+        ax, names, {titles.get(k, k): [v["counts"][n] for n in names] for k, v in present.items()}
+    )
+    ax.set(ylabel="texts", title="Predicted fidelity labels")
+    ax.tick_params(axis="x", labelrotation=15)
+    return _png(fig)
+
+
+def _plot_coverage(metrics: dict) -> bytes | None:
+    coverage = metrics.get("coverage") or {}
+    systems = [(n, coverage.get(k)) for n, k in (("top beam", "top_beam"), ("reranked", "chosen"))]
+    systems = [(n, c) for n, c in systems if c and c.get("entities")]
+    if not systems:
+        return None
+    fig, ax = _figure()
+    names = [n for n, _ in systems]
+    _bars(
+        ax,
+        names,
+        {
+            "error rate": [100 * c["error_rate"] for _, c in systems],
+            "missing": [100 * c["missing_rate"] for _, c in systems],
+            "hallucinated": [100 * c["hallucination_rate"] for _, c in systems],
+            "records with error": [100 * c["record_error_share"] for _, c in systems],
+        },
+    )
+    ax.set(
+        ylabel="% of entities (last bar: % of records)",
+        title="Coverage errors before / after reranking",
+    )
+    return _png(fig)

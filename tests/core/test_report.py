@@ -1,0 +1,104 @@
+"""The report: metrics.json, report.md and PNG plots, written through storage (local, memory://)."""
+
+from __future__ import annotations
+
+import json
+
+import fsspec
+import pytest
+
+from datatuner_core import evaluate as ev
+from datatuner_core import report
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _cand(text, label, score):
+    return {"text": text, "lm_score": -1.0, "fidelity_label": label, "fidelity_score": score}
+
+
+def _data(n):
+    return {
+        "triples": [{"subject": "s", "predicate": "p", "object": "o"}] * n,
+        "act": None,
+        "slots": [],
+    }
+
+
+ROWS = [
+    {
+        "id": "a",
+        "category": "Airport",
+        "data": _data(1),
+        "entities": ["Aarhus Airport", "Tirstrup"],
+        "references": ["Aarhus Airport is in Tirstrup."],
+        "text": "Aarhus Airport is in Tirstrup.",
+        "fidelity_label": "accurate",
+        "fidelity_score": 0.9,
+        "candidates": [
+            _cand("Aarhus Airport is an airport.", "omission", 0.2),
+            _cand("Aarhus Airport is in Tirstrup.", "accurate", 0.9),
+        ],
+    },
+    {
+        "id": "b",
+        "category": "Artist",
+        "data": _data(2),
+        "entities": ["Aaron Turner", "Black metal"],
+        "references": ["Aaron Turner plays black metal.", "Aaron Turner is a black metal artist."],
+        "text": "Aaron Turner plays black metal music.",
+        "fidelity_label": "value_error",
+        "fidelity_score": 0.4,
+        "candidates": [_cand("Aaron Turner plays black metal music.", "value_error", 0.4)],
+    },
+]
+
+
+@pytest.fixture(scope="module")
+def metrics():
+    return ev.evaluate_generations(ROWS)
+
+
+def _read(uri: str) -> bytes:
+    with fsspec.open(uri, "rb") as f:
+        return f.read()
+
+
+@pytest.mark.parametrize("where", ["local", "memory"])
+def test_write_report_files_and_content(metrics, tmp_path, where):
+    root = str(tmp_path / "report") if where == "local" else f"memory://report-{tmp_path.name}"
+    written = report.write_report(metrics, root, title="WebNLG tiny", extra={"run_id": "r1"})
+    names = [uri.rsplit("/", 1)[-1] for uri in written]
+    assert names == ["metrics.json", "bleu_by_size.png", "labels.png", "coverage.png", "report.md"]
+    if where == "local":
+        assert sorted(p.name for p in (tmp_path / "report").iterdir()) == sorted(names)
+
+    loaded = json.loads(_read(written[0]))
+    assert loaded.pop("extra") == {"run_id": "r1"}
+    assert loaded == json.loads(json.dumps(metrics))  # round-trips
+    for uri in written[1:4]:
+        assert _read(uri).startswith(PNG_MAGIC)
+
+    text = _read(written[-1]).decode()
+    assert text.startswith("# WebNLG tiny")
+    assert f"| BLEU (all) | {metrics['bleu']:.2f} | {metrics['top_beam']['bleu']:.2f} |" in text
+    assert f"| BLEU seen | {metrics['seen']['bleu']:.2f} |" in text
+    assert f"| BLEU unseen | {metrics['unseen']['bleu']:.2f} |" in text
+    assert f"| chrF | {metrics['chrf']:.2f} |" in text
+    assert f"| BLEU (lowercased) | {metrics['bleu_lowercase']:.2f} |" in text
+    assert "| accurate | 1 | 50.0% | 0 | 0.0% |" in text  # reranked vs top beam
+    top_cov = metrics["coverage"]["top_beam"]["error_rate"]
+    assert f"| top beam | {100 * top_cov:.1f}% |" in text and "| reranked | 0.0% |" in text
+    assert "### By category" in text and "| Airport | 1 |" in text
+    assert "![bleu_by_size](bleu_by_size.png)" in text
+    assert "| run_id | `r1` |" in text
+
+
+def test_write_report_without_optional_parts(tmp_path):
+    rows = [{"id": r["id"], "text": r["text"], "references": r["references"]} for r in ROWS]
+    metrics = ev.evaluate_generations(rows)
+    written = report.write_report(metrics, str(tmp_path), title="plain")
+    assert [u.rsplit("/", 1)[-1] for u in written] == ["metrics.json", "report.md"]
+    text = (tmp_path / "report.md").read_text()
+    assert "| BLEU (all) |" in text and "Plots" not in text and "Coverage" not in text
+    assert json.loads((tmp_path / "metrics.json").read_text()) == json.loads(json.dumps(metrics))
