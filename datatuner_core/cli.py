@@ -72,6 +72,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     retrain.add_argument("config", help="pipeline config YAML (see configs/)")
     _config_options(retrain)
+
+    evaluate = commands.add_parser(
+        "evaluate",
+        help="score a generations stage: BLEU, chrF, fidelity labels, coverage; write a report",
+        description="Evaluate a generations stage (sacrebleu BLEU cased and lowercased with "
+        "references grouped per input, chrF, predicted labels, coverage error before/after "
+        "reranking, WebNLG breakdowns) and write metrics.json, report.md and plots.",
+    )
+    evaluate.add_argument("--predictions", required=True, help="generations stage URI")
+    evaluate.add_argument("--output", help="report folder URI (default: ../report beside it)")
     return parser
 
 
@@ -183,7 +193,30 @@ def cmd_retrain(args: argparse.Namespace) -> dict:
     return retrain(config, run_id=args.run_id)
 
 
-COMMANDS = {"ingest": cmd_ingest, "linearize": cmd_linearize, "retrain": cmd_retrain}
+def cmd_evaluate(args: argparse.Namespace) -> dict:
+    from . import evaluate, report, storage
+
+    metrics = evaluate.evaluate_stage(args.predictions)
+    parent = args.predictions.rstrip("/").rsplit("/", 1)[0] if "/" in args.predictions else "."
+    out = args.output or storage.join_uri(parent, "report")
+    files = report.write_report(metrics, out, title=f"datatuner evaluate: {args.predictions}")
+    return {
+        "command": "evaluate",
+        "output": out,
+        "read": metrics["n"],
+        "written": metrics["n"],
+        "quarantined": 0,
+        "metrics": evaluate.headline(metrics),
+        "files": files,
+    }
+
+
+COMMANDS = {
+    "ingest": cmd_ingest,
+    "linearize": cmd_linearize,
+    "retrain": cmd_retrain,
+    "evaluate": cmd_evaluate,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

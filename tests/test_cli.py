@@ -105,3 +105,43 @@ def test_quarantine_counts_reach_the_summary(tmp_path):
     )
     assert (out["read"], out["written"], out["quarantined"]) == (3, 1, 2)
     assert out["quarantined_by_reason"] == {"empty record": 1, "malformed JSON": 1}
+
+
+def test_evaluate_summary_bleu_equals_sacrebleu(tmp_path):
+    import sacrebleu
+
+    from datatuner_core import storage
+    from datatuner_core.schema import GENERATIONS
+
+    texts = ["Alan Bean was born in Wheeler, Texas.", "The Eagle is a pub.", None]
+    refs = [
+        ["Alan Bean was born in Wheeler, Texas.", "Wheeler, Texas is where Alan Bean was born."],
+        ["The Eagle is a coffee shop."],
+        ["Aarhus Airport serves Aarhus."],
+    ]
+    writer = storage.StageWriter(str(tmp_path / "generations"), "generate", GENERATIONS)
+    for i, (text, ref) in enumerate(zip(texts, refs)):
+        cand = {"text": text, "lm_score": -1.0, "fidelity_label": "accurate", "fidelity_score": 0.9}
+        writer.add({
+            "id": str(i), "linearized": "<subject> x", "text": text, "references": ref,
+            "fidelity_label": "accurate" if text else None, "fidelity_score": 0.9 if text else None,
+            "lm_score": -1.0, "candidates": [cand] if text else [], "model_version": "v1",
+            "entities": [], "category": None, "source": "t", "split": "test", "data": None,
+            "truncated": False, "error": None if text else "generation failed: test",
+        })  # fmt: skip
+        writer.stats.read += 1
+        writer.stats.written += 1
+    writer.commit(inputs=[], fingerprint="x")
+    out = summary(run("evaluate", "--predictions", str(tmp_path / "generations")))
+    expected = sacrebleu.corpus_bleu(
+        ["Alan Bean was born in Wheeler, Texas.", "The Eagle is a pub.", ""],
+        [
+            [r[0] for r in refs],
+            [refs[0][1], None, None],
+        ],
+    ).score
+    assert out["metrics"]["bleu"] == pytest.approx(expected)
+    assert out["metrics"]["n"] == 3 and out["metrics"]["n_failed"] == 1
+    assert out["output"] == str(tmp_path / "report")
+    assert (tmp_path / "report" / "metrics.json").exists()
+    assert (tmp_path / "report" / "report.md").exists()
