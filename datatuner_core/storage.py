@@ -44,6 +44,10 @@ class StorageError(Exception):
     """An input or output location that cannot be used; the message names it."""
 
 
+class StorageUnreachable(StorageError):
+    """The storage endpoint did not answer (connection refused, timeout): worth a retry."""
+
+
 class StageNotFound(StorageError):
     """A stage folder that has no `_manifest.json` (never finished, or not a stage)."""
 
@@ -98,12 +102,25 @@ def _check_reachable(loc: Location) -> None:
     """Turn connection and permission failures into one clear StorageError."""
     try:
         exists = loc.fs.exists(loc.path)
-    except (OSError, PermissionError) as exc:
-        raise StorageError(f"cannot reach {loc.uri}: {_short(exc)}") from None
+    except PermissionError as exc:
+        raise StorageError(f"no permission for {loc.uri}: {_short(exc)}") from None
     except Exception as exc:  # botocore raises its own classes for endpoint failures
-        raise StorageError(f"cannot reach {loc.uri}: {_short(exc)}") from None
+        raise StorageUnreachable(f"cannot reach {loc.uri}: {_short(exc)}") from None
     if not exists:
         raise StorageError(f"input not found: {loc.uri}")
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether an error is worth a retry: an unreachable endpoint, a connection or timeout error
+    (not a missing file, a permission problem or bad data)."""
+    if isinstance(exc, StorageUnreachable | ConnectionError | TimeoutError):
+        return True
+    if isinstance(exc, FileNotFoundError | PermissionError | StorageError):
+        return False
+    names = {cls.__name__ for cls in type(exc).__mro__}
+    transient = {"EndpointConnectionError", "ConnectTimeoutError", "ReadTimeoutError",
+                 "ClientConnectorError", "ServerDisconnectedError", "ClientOSError"}  # fmt: skip
+    return bool(names & transient)
 
 
 def _short(exc: BaseException) -> str:
@@ -307,7 +324,7 @@ class StageWriter:
 
         self.uri, self.stage = uri, stage
         self.loc = locate(uri, storage_options)
-        self._prepare()
+        self._prepare()  # raises StorageUnreachable / StorageError naming the URI
         self.stats = StageStats()
         self.started = time.time()
         self.out = _ShardSink(self.loc, schema, shard_bytes, keep_empty=True)
@@ -321,8 +338,10 @@ class StageWriter:
             if self.loc.fs.exists(self.loc.child(MANIFEST).path):
                 self.loc.fs.rm(self.loc.child(MANIFEST).path)
             self.loc.fs.makedirs(self.loc.path, exist_ok=True)
-        except Exception as exc:
+        except PermissionError as exc:
             raise StorageError(f"cannot write to {self.uri}: {_short(exc)}") from None
+        except Exception as exc:
+            raise StorageUnreachable(f"cannot write to {self.uri}: {_short(exc)}") from None
 
     def add(self, row: dict) -> None:
         self.out.add(row)
