@@ -1,0 +1,154 @@
+"""The Ray Train trainer: batching and schedule helpers, a 2-worker run, crash → exact resume,
+and the saved model reloading with plain `transformers`."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from datatuner_core import linearize as lin
+from datatuner_core import lm, storage, training
+from datatuner_core.config import LMConfig
+from datatuner_core.ingest import ingest
+from datatuner_core.tokenizer import build_tokenizer
+
+# 2 layers × 64: a few steps take well under a second; Ray's worker start-up dominates.
+TINY = (2, 64, 2)
+HEALTH_CHECK = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"
+RUN = {"epochs": 2, "batch_size": 8, "warmup_steps": 2, "max_steps": 4, "checkpoint_every": 2}
+
+
+def test_plan_batches_unbucketed_and_bucketed_cover_everything():
+    lengths = [5, 1, 9, 3, 7, 2, 8, 4, 6]
+    for bucketed in (True, False):
+        plan = training.plan_batches(lengths, 2, "s", bucketed=bucketed, chunk=2)
+        assert sorted(i for b in plan for i in b) == list(range(9))
+        assert [len(b) for b in plan].count(1) == 1
+
+
+def test_lr_schedule_warms_up_then_decays_to_zero():
+    values = [training.lr_multiplier(s, 4, 20) for s in range(21)]
+    assert values[:4] == [0.2, 0.4, 0.6, 0.8]
+    assert values[4] == 1.0 and values[20] == 0.0
+    assert all(a > b for a, b in zip(values[4:], values[5:], strict=False))
+
+
+def test_train_config_resolves_from_lm_config():
+    cfg = training.TrainConfig.resolve(LMConfig(epochs=1, grad_accum=2), max_steps=7)
+    assert (cfg.epochs, cfg.grad_accum, cfg.max_steps, cfg.lr) == (1, 2, 7, 5.0e-4)
+
+
+def test_put_directory_to_memory(tmp_path):
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "a.txt").write_text("A")
+    (tmp_path / "sub" / "b.txt").write_text("B")
+    written = training.put_directory(str(tmp_path), "memory://put-test/out")
+    assert written == ["memory://put-test/out/a.txt", "memory://put-test/out/sub/b.txt"]
+    loc = storage.locate("memory://put-test/out/sub/b.txt")
+    assert loc.fs.cat_file(loc.path) == b"B"
+
+
+# ----------------------------------------------------------------------------- Ray Train
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    import os
+
+    import ray
+
+    # the Ray Train controller polls its workers every 2 s by default: finish and restart faster
+    saved = os.environ.get(HEALTH_CHECK)
+    os.environ[HEALTH_CHECK] = "0.2"
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+    if saved is None:
+        os.environ.pop(HEALTH_CHECK)
+    else:
+        os.environ[HEALTH_CHECK] = saved
+
+
+@pytest.fixture(scope="module")
+def lm_task(shared_data, tmp_path_factory):
+    """An LM task and (train, validation) rows from WebNLG Airport (1 triple)."""
+    root = tmp_path_factory.mktemp("lm-data")
+    webnlg = shared_data / "webnlg"
+    inputs = {
+        "train": str(webnlg / "train" / "1triples" / "Airport.xml"),
+        "validation": str(webnlg / "dev" / "1triples" / "Airport.xml"),
+    }
+    ingest("webnlg", inputs, str(root / "records"))
+    manifest = lin.linearize(str(root / "records"), str(root / "lin"))
+    specials = manifest["extra"]["special_tokens"]
+    rows = storage.read_stage(str(root / "lin")).to_pylist()
+    train = [r for r in rows if r["split"] == "train"]
+    val = [r for r in rows if r["split"] == "validation"]
+    corpus = [r["linearized"] for r in train] + [t for r in train for t in r["references"]]
+    tok = build_tokenizer("scratch:tiny", corpus, specials, vocab_size=1000)
+    task = lm.LMTask(tokenizer=tok, special_tokens=specials, max_length=96, shape=TINY)
+    return task, train, val
+
+
+@pytest.fixture(scope="module")
+def fresh_run(ray_local, lm_task, tmp_path_factory):
+    task, train, val = lm_task
+    out = tmp_path_factory.mktemp("fresh") / "model"
+    card = training.train_with_ray(task, train, val, RUN, str(out), num_workers=2)
+    return card, out
+
+
+def test_two_worker_run_writes_model_and_card(fresh_run, lm_task):
+    card, out = fresh_run
+    _, train, val = lm_task
+    assert card == json.loads((out / training.CARD_FILE).read_text())
+    assert card["workers"] == 2 and card["device"] == "cpu"
+    m = card["metrics"]
+    assert m["steps"] == 4 and m["stopped"] == "max_steps" and len(m["train_loss"]) == 4
+    assert m["train_tokens"] > 0 and m["tokens_per_s"] > 0
+    assert [e["step"] for e in m["evaluations"]] == [4]  # validated when max_steps stopped it
+    assert 1 < m["evaluations"][0]["val_ppl"] < 2 * len(lm_task[0].tokenizer)
+    assert card["data"]["train"]["rows"] == len(train)
+    assert card["data"]["encoding"]["examples"] == sum(len(r["references"]) for r in train)
+    assert card["config"]["max_steps"] == 4 and card["task_config"]["base"] == "scratch:tiny"
+    assert (out / "model.safetensors").exists() and not list(out.glob("*.bin"))
+
+
+def test_saved_model_reloads_with_plain_transformers_and_generates(fresh_run, lm_task):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    _, out = fresh_run
+    _, train, _ = lm_task
+    model = AutoModelForCausalLM.from_pretrained(out).eval()
+    tok = AutoTokenizer.from_pretrained(out)
+    prompt = lm.encode_prompt(tok, train[0]["linearized"], "fine", 96)
+    ids = torch.tensor([prompt["input_ids"]])
+    with torch.no_grad():
+        gen = model.generate(
+            ids, attention_mask=torch.ones_like(ids), max_new_tokens=8, do_sample=False
+        )
+    new = gen[0, ids.shape[1] :].tolist()
+    assert 1 <= len(new) <= 8
+    assert isinstance(lm.decode_text(tok, new), str)
+    assert tok.convert_ids_to_tokens(prompt["input_ids"][:2]) == ["<data>", "<subject>"]
+
+
+def test_crash_then_resume_continues_with_identical_losses(fresh_run, lm_task, tmp_path):
+    """A worker dies right after the step-2 checkpoint; Ray restarts the group, which resumes
+    from it (model, optimizer, scheduler, data position, RNG) and matches an unbroken run."""
+    card, _ = fresh_run
+    task, train, val = lm_task
+    crashed = training.train_with_ray(
+        task,
+        train,
+        val,
+        {**RUN, "fail_at_step": 2},
+        str(tmp_path / "model"),
+        num_workers=2,
+        max_failures=1,
+    )
+    assert crashed["metrics"]["steps"] == 4
+    assert crashed["metrics"]["train_loss"] == card["metrics"]["train_loss"]  # bit for bit
+    assert crashed["metrics"]["evaluations"] == card["metrics"]["evaluations"]
