@@ -21,14 +21,8 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install --quiet -e ".[test]"
 	touch $(STAMP)
 
-DEMO := artifacts/demo
-
 demo: setup
-	$(BIN)/datatuner ingest --format webnlg --input sample/webnlg --output $(DEMO)/records
-	$(BIN)/datatuner linearize --input $(DEMO)/records --output $(DEMO)/linearized
-	@echo
-	@echo "records:    $(DEMO)/records     (part-*.parquet, _quarantine/, _manifest.json)"
-	@echo "linearized: $(DEMO)/linearized  (special-token vocabulary in _manifest.json)"
+	$(BIN)/datatuner run configs/demo.yaml
 
 test: setup
 	$(BIN)/python -m pytest -q

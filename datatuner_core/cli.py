@@ -64,14 +64,43 @@ def build_parser() -> argparse.ArgumentParser:
     lin.add_argument("--mode", choices=("fine", "coarse"), default="fine", help="state ids")
     _stage_options(lin)
 
+    run = commands.add_parser(
+        "run",
+        help="the full pipeline flow: ingest → … → train → generate + rerank → evaluate",
+        description="Run the `pipeline` Prefect flow (local ephemeral API unless PREFECT_API_URL "
+        "is set): train both models on the config's dataset, verbalize its test split with "
+        "reranking, and write the report under {storage}/runs/{run_id}/.",
+    )
+    run.add_argument("config", nargs="?", help="pipeline config YAML (default: embedded)")
+    _config_options(run)
+
     retrain = commands.add_parser(
         "retrain",
-        help="ingest, linearize, corrupt, train the LM and the classifier, register them",
-        description="Train both models on the config's dataset through Ray Train and register "
-        "them under {storage}/models/ (the first versions become production).",
+        help="train a new model pair; promote it only if not worse on dev than production",
+        description="Run the `retrain` flow: prepare the config's dataset, train both models "
+        "through Ray Train, generate the dev split with the new pair and the production pair, "
+        "and promote the new pair only if dev BLEU and the accurate rate are not worse.",
     )
     retrain.add_argument("config", help="pipeline config YAML (see configs/)")
     _config_options(retrain)
+
+    verbalize = commands.add_parser(
+        "verbalize",
+        help="texts + fidelity scores for any ingestable input, with the production models",
+        description="Run the `verbalize` flow: ingest and linearize the input, generate and "
+        "rerank with the production models of --registry (or --lm and --classifier), and write "
+        "a generations stage at --output.",
+    )
+    verbalize.add_argument("--input", required=True, help="file or folder: path, file://, s3://")
+    verbalize.add_argument("--format", required=True, choices=FORMATS, help="input format")
+    verbalize.add_argument("--output", required=True, help="generations stage URI to write")
+    verbalize.add_argument("--registry", help="storage root whose production models to use")
+    verbalize.add_argument("--lm", help="LM version URI (instead of --registry)")
+    verbalize.add_argument("--classifier", help="classifier version URI (instead of --registry)")
+    verbalize.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        help="override a config key, e.g. --set generate.beams=3 (repeatable)",
+    )  # fmt: skip
 
     evaluate = commands.add_parser(
         "evaluate",
@@ -185,12 +214,58 @@ def cmd_linearize(args: argparse.Namespace) -> dict:
     return summary
 
 
+def cmd_run(args: argparse.Namespace) -> dict:
+    from .config import load_config
+
+    load_config(args.config, args.overrides)  # one clear line on a bad config, before Prefect
+    from flows.pipeline import pipeline
+
+    summary = pipeline(args.config, args.overrides, args.run_id)
+    _print_headline(summary)
+    return summary
+
+
+def _print_headline(summary: dict) -> None:
+    """A short human summary above the JSON line."""
+    m = summary.get("metrics") or {}
+
+    def fmt(key):
+        value = m.get(key)
+        return "n/a" if value is None else f"{value:.2f}" if isinstance(value, float) else value
+
+    lines = [
+        f"run {summary['run_id']}: {m.get('n', 0)} texts",
+        f"  BLEU {fmt('bleu')} (seen {fmt('bleu_seen')}, unseen {fmt('bleu_unseen')}), "
+        f"chrF {fmt('chrf')}, top-beam BLEU {fmt('bleu_top_beam')}",
+        f"  accurate {fmt('accurate_rate')} (top beam {fmt('accurate_rate_top_beam')}), "
+        f"coverage error {fmt('coverage_error')} (top beam {fmt('coverage_error_top_beam')})",
+        f"  generations: {summary['generations']}",
+        f"  report:      {summary['report']}/report.md",
+    ]
+    print("\n".join(lines))
+
+
 def cmd_retrain(args: argparse.Namespace) -> dict:
     from .config import load_config
-    from .retrain import retrain
 
-    config = load_config(args.config, args.overrides)
-    return retrain(config, run_id=args.run_id)
+    load_config(args.config, args.overrides)  # one clear line on a bad config, before Prefect
+    from flows.retrain import retrain
+
+    return retrain(args.config, args.overrides, args.run_id)
+
+
+def cmd_verbalize(args: argparse.Namespace) -> dict:
+    from .config import load_config
+
+    if not args.registry and not (args.lm and args.classifier):
+        raise UsageError("name the models: --registry URI, or --lm URI and --classifier URI")
+    load_config(None, args.overrides)
+    from flows.verbalize import verbalize
+
+    return verbalize(
+        args.input, args.format, args.output, args.registry, args.lm, args.classifier,
+        args.overrides,
+    )  # fmt: skip
 
 
 def cmd_evaluate(args: argparse.Namespace) -> dict:
@@ -214,7 +289,9 @@ def cmd_evaluate(args: argparse.Namespace) -> dict:
 COMMANDS = {
     "ingest": cmd_ingest,
     "linearize": cmd_linearize,
+    "run": cmd_run,
     "retrain": cmd_retrain,
+    "verbalize": cmd_verbalize,
     "evaluate": cmd_evaluate,
 }
 

@@ -293,7 +293,10 @@ def generate_stage(
     if max_records is not None:
         ds = ds.limit(max_records)
     use_gpu = ray.cluster_resources().get("GPU", 0) >= 1
-    cpus = max(1.0, float(ray.cluster_resources().get("CPU", 1)) / max(actors, 1))
+    total_cpus = float(ray.cluster_resources().get("CPU", 1))
+    # An actor reserves one CPU (leaving room for the read tasks, which would otherwise starve)
+    # but runs torch on its share of the machine's cores.
+    threads = max(1, int(total_cpus // max(actors, 1)))
     ds = ds.map_batches(
         Generator,
         fn_constructor_args=(lm_uri, classifier_uri),
@@ -303,13 +306,13 @@ def generate_stage(
             "batch_size": batch_size,
             "rerank": rerank,
             "storage_options": storage_options,
-            "threads": None if use_gpu else int(cpus),
+            "threads": None if use_gpu else threads,
         },
         batch_size=batch_size * 4,  # a block per call: the actor sorts it by length
         batch_format="pyarrow",
         compute=ray.data.ActorPoolStrategy(size=actors),
         num_gpus=1 if use_gpu else 0,
-        num_cpus=0 if use_gpu else cpus,
+        num_cpus=min(1.0, total_cpus / max(actors, 1)),
     )
     writer = storage.StageWriter(
         output_uri, "generate", GENERATIONS, storage_options=storage_options

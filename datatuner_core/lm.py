@@ -265,3 +265,28 @@ class LMTask(TrainTask):
     def save(self, model, directory: str) -> None:
         model.save_pretrained(directory)
         self.tokenizer.save_pretrained(directory)
+
+
+# ----------------------------------------------------------------------------- stage
+
+
+def train_lm(config, linearized_uri: str, special_tokens: list[str], output_uri: str) -> dict:
+    """The LM stage: build the tokenizer (a scratch BPE on the train split's data and texts),
+    train through Ray Train on the train split, validate on the validation split, and write the
+    best model + training card to `output_uri`. `config`: a PipelineConfig. Returns the card."""
+    from .tokenizer import build_tokenizer
+    from .training import StageRows, train_with_ray
+
+    train = StageRows(linearized_uri, "train")
+    corpus = None
+    if is_scratch(config.lm.base):
+        corpus = [text for pair in training_pairs(train.load()) for text in pair]
+    task = LMTask(
+        tokenizer=build_tokenizer(config.lm.base, corpus, special_tokens),
+        special_tokens=special_tokens,
+        base=config.lm.base,
+        mode=config.linearize.mode,
+        max_length=config.lm.max_length,
+    )
+    validation = StageRows(linearized_uri, "validation")
+    return train_with_ray(task, train, validation, config.lm, output_uri)

@@ -108,3 +108,24 @@ def register_first(
         root, kind, version, reason="first trained version", metrics=metrics,
         storage_options=storage_options,
     )  # fmt: skip
+
+
+def decide_promotion(candidate: dict, production: dict | None) -> dict:
+    """Promote the candidate pair only if it is not worse than production on the same dev set:
+    dev BLEU and accurate rate (both pairs' texts judged by the same classifier) at least equal.
+    `candidate` / `production`: {"bleu": float, "accurate_rate": float}."""
+    if production is None:
+        return {"promote": True, "reason": "no production models yet", "candidate": candidate}
+    worse = [
+        f"{key} {candidate[key]:.4g} < {production[key]:.4g}"
+        for key in ("bleu", "accurate_rate")
+        if candidate.get(key) is None or candidate[key] < (production.get(key) or 0.0)
+    ]
+    return {
+        "promote": not worse,
+        "reason": "worse on dev: " + ", ".join(worse)
+        if worse
+        else "not worse on dev BLEU and accurate rate",
+        "candidate": candidate,
+        "production": production,
+    }

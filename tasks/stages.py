@@ -1,0 +1,140 @@
+"""Thin Prefect tasks, one per core stage function: retries, logging, artifacts.
+
+Caching: every stage function fingerprints its inputs (files' size and mtime/ETag, the upstream
+stage's fingerprint, the options, the code version) and skips itself when the manifest at its
+output carries the same fingerprint. That fingerprint is the cache key, checked against the
+output itself, so a deleted or half-written output is recomputed (a Prefect result cache could
+not know that). Prefect's own cache is therefore off (`cache_policy=NONE`).
+
+Retries: only I/O and cluster steps, only on transient errors (`storage.is_transient`: an
+unreachable endpoint, connection or timeout errors), with backoff. Bad data never retries.
+"""
+
+from __future__ import annotations
+
+from prefect import get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NONE
+
+from datatuner_core import storage
+
+BACKOFF = [2, 10, 30]  # seconds before retry 1, 2, 3
+
+
+def transient(task, task_run, state) -> bool:
+    """Retry condition: the failure was a transient storage or network error."""
+    try:
+        state.result()
+    except Exception as exc:  # noqa: BLE001 - classify, don't handle
+        return storage.is_transient(exc)
+    return False
+
+
+io_task = task(
+    cache_policy=NONE, retries=3, retry_delay_seconds=BACKOFF, retry_condition_fn=transient
+)
+compute_task = task(cache_policy=NONE)
+
+
+def _publish(stage: str, manifest: dict) -> dict:
+    """Log a stage's counts and publish them as a markdown artifact; return the manifest."""
+    counts = manifest["counts"]
+    state = "skipped (unchanged inputs)" if manifest.get("skipped") else "written"
+    get_run_logger().info(
+        "%s %s: read %s, written %s, quarantined %s → %s", stage, state,
+        counts["read"], counts["written"], counts["quarantined"], manifest["output"],
+    )  # fmt: skip
+    reasons = "".join(f"| {k} | {v} |\n" for k, v in counts["quarantined_by_reason"].items())
+    create_markdown_artifact(
+        f"### {stage}\n\n{state} at `{manifest['output']}`\n\n"
+        f"| read | written | quarantined | records |\n|---|---|---|---|\n"
+        f"| {counts['read']} | {counts['written']} | {counts['quarantined']} | "
+        f"{counts['records']} |\n\n"
+        + (f"| reason | count |\n|---|---|\n{reasons}" if reasons else ""),
+        key=f"{stage}-counts",
+        description=f"{stage} counts",
+    )
+    return manifest
+
+
+@io_task
+def ingest_task(fmt: str, paths: dict, output: str, options: dict, max_records: dict) -> dict:
+    """Read the dataset into a records stage."""
+    from datatuner_core.ingest import ingest
+
+    return _publish("ingest", ingest(fmt, paths, output, options=options, max_records=max_records))
+
+
+@io_task
+def linearize_task(records: str, output: str, mode: str) -> dict:
+    """Linearize a records stage."""
+    from datatuner_core.linearize import linearize
+
+    return _publish("linearize", linearize(records, output, mode=mode))
+
+
+@io_task
+def corrupt_task(linearized: str, output: str, per_example: int, seed: int, balance: str) -> dict:
+    """Make the classifier's labelled pairs."""
+    from datatuner_core.corrupt import corrupt
+
+    manifest = corrupt(linearized, output, per_example=per_example, seed=seed, balance=balance)
+    return _publish("corrupt", manifest)
+
+
+@compute_task
+def train_lm_task(config, linearized: str, special_tokens: list[str], output: str) -> dict:
+    """Train the LM on Ray Train (resumes from its last checkpoint when re-run)."""
+    from datatuner_core.lm import train_lm
+
+    card = train_lm(config, linearized, special_tokens, output)
+    get_run_logger().info("lm → %s: %s", output, card.get("metrics", {}).get("best"))
+    return card
+
+
+@compute_task
+def train_classifier_task(config, corruptions: str, special_tokens: list[str], output: str) -> dict:
+    """Train the fidelity classifier on Ray Train and evaluate it on the held-out pairs."""
+    from datatuner_core.classifier import train_classifier
+
+    card = train_classifier(corruptions, output, config.classifier, special_tokens)
+    get_run_logger().info("classifier → %s: macro-F1 %s", output, card["eval"].get("macro_f1"))
+    return card
+
+
+@io_task
+def generate_task(linearized: str, output: str, lm: str, classifier: str | None, generate, split):
+    """Generate and rerank on Ray Data."""
+    from datatuner_core.generate import generate_stage
+
+    manifest = generate_stage(
+        linearized, output, lm_uri=lm, classifier_uri=classifier, beams=generate.beams,
+        max_new_tokens=generate.max_new_tokens, batch_size=generate.batch_size,
+        actors=generate.actors, rerank=generate.rerank, split=split,
+    )  # fmt: skip
+    return _publish("generate", manifest)
+
+
+@io_task
+def evaluate_task(generations: str, report: str, title: str) -> dict:
+    """Score the generations; write metrics.json, report.md and plots; publish the report."""
+    from datatuner_core import evaluate
+    from datatuner_core import report as reports
+
+    metrics = evaluate.evaluate_stage(generations)
+    files = reports.write_report(metrics, report, title=title)
+    markdown = next(f for f in files if f.endswith("report.md"))
+    loc = storage.locate(markdown)
+    with loc.fs.open(loc.path, "rb") as f:
+        create_markdown_artifact(f.read().decode(), key="report", description=title)
+    return {"metrics": metrics, "headline": evaluate.headline(metrics), "files": files}
+
+
+@io_task
+def judge_task(generations: str, classifier: str) -> float:
+    """Share of the chosen texts of a generations stage that `classifier` labels accurate."""
+    from datatuner_core.classifier import FidelityScorer
+
+    rows = [r for r in storage.read_stage(generations).to_pylist() if r["text"] is not None]
+    scores = FidelityScorer(classifier).score([(r["linearized"], r["text"]) for r in rows])
+    return sum(s["label"] == "accurate" for s in scores) / max(len(scores), 1)

@@ -1,0 +1,108 @@
+"""The pipeline flow end to end on the sample, then re-run, verbalize and regenerate on it."""
+
+from __future__ import annotations
+
+import json
+
+from datatuner_core import registry, storage
+from datatuner_core.corrupt import LABELS
+
+from .conftest import TINY
+
+
+def test_pipeline_writes_generations_report_and_registers(trained_run):
+    root, summary = trained_run
+    assert summary["run_id"] == "run1"
+    assert (summary["read"], summary["written"], summary["quarantined"]) == (370, 370, 0)
+    generations = storage.read_stage(summary["generations"]).to_pylist()
+    ids = [g["id"] for g in generations]
+    assert len(ids) == len(set(ids)) == 30  # every capped test record exactly once
+    assert all(g["split"] == "test" for g in generations)
+    for g in generations:
+        assert len(g["candidates"]) == 3
+        assert g["fidelity_label"] in LABELS and 0.0 <= g["fidelity_score"] <= 1.0
+        labels = [c["fidelity_label"] for c in g["candidates"]]
+        if "accurate" in labels:  # reranking puts an accurate candidate first when there is one
+            assert g["fidelity_label"] == "accurate"
+        chosen = [c for c in g["candidates"] if c["text"] == g["text"]]
+        assert chosen and chosen[0]["lm_score"] == g["lm_score"]
+    metrics = json.loads((root / "runs" / "run1" / "report" / "metrics.json").read_text())
+    assert metrics["n"] == 30 and summary["metrics"]["bleu"] == metrics["bleu"]
+    for name in ("report.md", "labels.png", "coverage.png"):
+        assert (root / "runs" / "run1" / "report" / name).exists()
+    for kind in registry.KINDS:
+        assert registry.production(str(root), kind)["version"] == "run1"
+    card = json.loads((root / "models" / "lm" / "run1" / "training_card.json").read_text())
+    assert card["metrics"]["steps"] == 12
+
+
+def test_rerun_of_a_finished_run_skips_every_stage(trained_run):
+    from flows.pipeline import pipeline
+
+    root, first = trained_run
+    again = pipeline(None, [f"storage={root}", *TINY], "run1")
+    assert again["metrics"] == first["metrics"]
+    for stage in ("records", "linearized", "corruptions", "generations"):
+        manifest = storage.read_manifest(str(root / "runs" / "run1" / stage))
+        assert (
+            manifest["counts"]["read"]
+            == manifest["counts"]["written"] + manifest["counts"]["quarantined"]
+        )
+    rows = storage.read_stage(first["generations"]).to_pylist()
+    assert len({r["id"] for r in rows}) == 30
+
+
+def test_verbalize_a_jsonl_input_with_the_production_models(trained_run, tmp_path):
+    from flows.verbalize import verbalize
+
+    root, _ = trained_run
+    source = tmp_path / "facts.jsonl"
+    lines = [
+        {"id": "a", "triples": [["Aarhus_Airport", "cityServed", "Aarhus, Denmark"]]},
+        {"id": "b", "triples": [["Alan_Bean", "birthPlace", "Wheeler, Texas"]]},
+        {"id": "c", "triples": []},
+    ]
+    source.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    out = str(tmp_path / "verbalized")
+    summary = verbalize(str(source), "jsonl", out, str(root), overrides=["generate.beams=2"])
+    assert (summary["read"], summary["written"], summary["quarantined"]) == (3, 2, 1)
+    rows = storage.read_stage(out).to_pylist()
+    assert sorted(r["id"] for r in rows) == ["a", "b"]
+    assert all(len(r["candidates"]) == 2 and r["model_version"] == "run1+run1" for r in rows)
+
+
+def test_regenerate_only_what_changed(trained_run, tmp_path):
+    from flows.regenerate import regenerate
+
+    root, _ = trained_run
+    source = tmp_path / "kg.jsonl"
+
+    def write(changed: set[int]):
+        rows = [
+            {
+                "id": f"r{i}",
+                "triples": [
+                    [f"Entity_{i}", "country", "Denmark" if i not in changed else "Sweden"]
+                ],
+            }  # fmt: skip
+            for i in range(100)
+        ]
+        source.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+    overrides = [
+        f"storage={root}", "name=nightly-test", "dataset.format=jsonl",
+        f"dataset.paths.train={source}", "generate.beams=2", "generate.max_new_tokens=8",
+    ]  # fmt: skip
+    write(set())
+    first = regenerate(None, overrides, "night1")
+    assert first["changes"]["new"] == 100 and first["changes"]["regenerate"] == 100
+    write({3})  # 1 % of the records changed
+    second = regenerate(None, overrides, "night2")
+    assert second["changes"]["changed"] == 1 and second["changes"]["regenerate"] == 1
+    assert second["changes"]["carried_over"] == 99 and second["records"] == 100
+    snapshot = storage.read_stage(second["output"]).to_pylist()
+    assert sorted(r["id"] for r in snapshot) == sorted(f"r{i}" for i in range(100))
+    changed = next(r for r in snapshot if r["id"] == "r3")
+    assert "Sweden" in changed["linearized"]
+    latest = json.loads((root / "snapshots" / "nightly-test" / "latest.json").read_text())
+    assert latest["snapshot"] == "night2"
