@@ -287,11 +287,16 @@ def generate_stage(
 
     ensure_ray()
     files = storage.stage_files(linearized_uri, storage_options)
+    total = sum(f["rows"] for f in source["files"])
+    # Blocks of a few batches: results stream back (progress, bounded memory) instead of one
+    # output block per input file.
+    blocks = max(1, min(10_000, -(-total // (batch_size * 4))))
     ds = _read_parquet(files, storage_options)
     if split is not None:
         ds = ds.filter(lambda row: row["split"] == split)
     if max_records is not None:
         ds = ds.limit(max_records)
+    ds = ds.repartition(blocks)
     use_gpu = ray.cluster_resources().get("GPU", 0) >= 1
     total_cpus = float(ray.cluster_resources().get("CPU", 1))
     # An actor reserves one CPU (leaving room for the read tasks, which would otherwise starve)
@@ -344,4 +349,5 @@ def _read_parquet(files: list[str], storage_options: dict | None):
     if "memory" in storage._protocols(loc.fs):
         raise storage.StorageError("Ray workers cannot read memory:// stages; use a path or s3://")
     paths = [storage.locate(f, storage_options).path for f in files]
-    return ray.data.read_parquet(paths, filesystem=PyFileSystem(FSSpecHandler(loc.fs)))
+    filesystem = PyFileSystem(FSSpecHandler(loc.fs))
+    return ray.data.read_parquet(paths, filesystem=filesystem)
