@@ -407,12 +407,11 @@ def format_report(metrics: dict) -> str:
     ]
     if "val_loss" in metrics:
         lines.append(f"- loss: {metrics['val_loss']:.4f}")
-    short = {label: label.replace("_", " ")[:12] for label in LABELS}
     lines += [
         "",
         "Confusion matrix (rows = gold, columns = predicted):",
         "",
-        "| gold \\ predicted | " + " | ".join(short[label] for label in LABELS) + " |",
+        "| gold \\ predicted | " + " | ".join(LABELS) + " |",
         "|---|" + "---:|" * len(LABELS),
     ]
     for label, row in zip(LABELS, metrics["confusion"], strict=True):
