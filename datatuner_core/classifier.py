@@ -652,6 +652,19 @@ def evaluate_classifier(
 # ----------------------------------------------------------------------------- the stage
 
 
+def _best_evaluation(card: dict) -> dict | None:
+    """The held-out metrics of the exported (best) checkpoint, from the trainer's own evaluation
+    over every validation pair (summed over ranks): a second pass over the split is not needed."""
+    best_step = card["metrics"]["best"]["step"]
+    for evaluation in reversed(card["metrics"]["evaluations"]):
+        if evaluation.get("step") == best_step and "confusion" in evaluation:
+            metrics = metrics_from_confusion(evaluation["confusion"])
+            metrics["val_loss"] = evaluation.get("val_loss")
+            metrics["step"] = best_step
+            return metrics
+    return None
+
+
 def _pairs_of(rows: list[dict]) -> list[tuple[str, str]]:
     return [(r["linearized"], r["text"]) for r in rows]
 
@@ -685,7 +698,6 @@ def train_classifier(
     max_length = int(options.get("max_length", 256))
     train_source = StageRows(corruptions_uri, train_split, storage_options)
     val_source = StageRows(corruptions_uri, eval_split, storage_options)
-    val_rows = val_source.load()
     pairs = _pairs_of(train_source.load()) if is_scratch(base) else None
     if is_scratch(base) and not pairs:
         raise ValueError(f"{corruptions_uri}: no {train_split!r} pairs to train on")
@@ -715,7 +727,11 @@ def train_classifier(
         storage_options=storage_options,
         card_extra={"tokenizer_seconds": tokenizer_seconds, "vocab_size": len(tokenizer)},
     )
-    metrics = evaluate_classifier(output_uri, val_rows, storage_options=storage_options)
+    metrics = _best_evaluation(card)
+    if metrics is None:  # no complete evaluation recorded: score the exported model here
+        metrics = evaluate_classifier(
+            output_uri, val_source.load(), storage_options=storage_options
+        )
     metrics["split"] = eval_split
     storage.write_json(storage.join_uri(output_uri, EVAL_FILE), metrics, storage_options)
     report = f"# Fidelity classifier — held-out `{eval_split}` split\n\n{format_report(metrics)}"

@@ -299,8 +299,8 @@ def generate_stage(
     ds = ds.repartition(blocks)
     use_gpu = ray.cluster_resources().get("GPU", 0) >= 1
     total_cpus = float(ray.cluster_resources().get("CPU", 1))
-    # An actor reserves one CPU (leaving room for the read tasks, which would otherwise starve)
-    # but runs torch on its share of the machine's cores.
+    # The actors together leave one CPU for the read/repartition tasks (which would otherwise
+    # starve behind them); each runs torch on its share of the cores.
     threads = max(1, int(total_cpus // max(actors, 1)))
     ds = ds.map_batches(
         Generator,
@@ -317,7 +317,7 @@ def generate_stage(
         batch_format="pyarrow",
         compute=ray.data.ActorPoolStrategy(size=actors),
         num_gpus=1 if use_gpu else 0,
-        num_cpus=min(1.0, total_cpus / max(actors, 1)),
+        num_cpus=max(0.25, (total_cpus - 1.0) / max(actors, 1)),
     )
     writer = storage.StageWriter(
         output_uri, "generate", GENERATIONS, storage_options=storage_options
