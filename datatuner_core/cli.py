@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 
@@ -296,12 +297,22 @@ COMMANDS = {
 }
 
 
+def _prefect_defaults() -> None:
+    """Defaults for the flows' Prefect client, unless the user set them: no telemetry, and a
+    generous start-up time for the local ephemeral API on a busy machine (Prefect's is 20 s)."""
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("DO_NOT_TRACK", "1")
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+
+
 def main(argv: list[str] | None = None) -> int:
     from .config import ConfigError
     from .ingest import IngestError
     from .registry import RegistryError
     from .storage import StorageError
 
+    _prefect_defaults()
     try:
         args = build_parser().parse_args(argv)
         if args.version:
