@@ -313,6 +313,7 @@ def main(argv: list[str] | None = None) -> int:
     from .storage import StorageError
 
     _prefect_defaults()
+    args = None
     try:
         args = build_parser().parse_args(argv)
         if args.version:
@@ -332,6 +333,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("datatuner: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # a failed flow run: Prefect has logged the details above
+        first = (str(exc).strip().splitlines() or [""])[0]
+        command = getattr(args, "command", None) or "datatuner"
+        print(f"datatuner: error: {command} failed: {type(exc).__name__}: {first}",
+              file=sys.stderr)  # fmt: skip
+        return EXIT_FAILED
     print(json.dumps(summary, ensure_ascii=False))
     return 0
 

@@ -302,7 +302,10 @@ def _write_bytes(loc: Location, data: bytes) -> None:
             f.write(data)
         os.replace(tmp, loc.path)
     else:  # one PUT on object storage is atomic; memory:// is a dict
-        loc.fs.pipe_file(loc.path, data)
+        try:
+            loc.fs.pipe_file(loc.path, data)
+        except FileNotFoundError:
+            raise StorageError(f"cannot write {loc.uri}: the bucket does not exist") from None
 
 
 class StageWriter:
