@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import json
 import re
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -532,15 +531,6 @@ class ClassifierTask(TrainTask):
 # ----------------------------------------------------------------------------- inference
 
 
-def _local_dir(model_dir_or_uri: str, storage_options: dict | None, keep: list) -> str:
-    loc = storage.locate(str(model_dir_or_uri), storage_options)
-    if loc.is_local:
-        return loc.path
-    tmp = tempfile.TemporaryDirectory(prefix="datatuner-classifier-")
-    keep.append(tmp)
-    return storage.download_dir(str(model_dir_or_uri), tmp.name, storage_options)
-
-
 class FidelityScorer:
     """A saved classifier for scoring (data, text) pairs: batched, sorted by length, inference
     mode; results in input order. Loads a local folder or an s3:// / memory:// URI."""
@@ -557,7 +547,7 @@ class FidelityScorer:
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
         keep: list = []
-        local = _local_dir(model_dir_or_uri, storage_options, keep)
+        local = storage.local_dir(str(model_dir_or_uri), keep, storage_options)
         settings_path = Path(local, SETTINGS_FILE)
         settings = json.loads(settings_path.read_text()) if settings_path.exists() else {}
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))

@@ -10,40 +10,15 @@ A record that cannot be generated (empty linearization, a failing forward pass) 
 
 from __future__ import annotations
 
-import os
 import sys
-import tempfile
 import time
 
 from . import storage
 from .rerank import rerank_candidates
 
-CARD_FILE = "training_card.json"
-
-
-def _local_model_dir(uri: str, storage_options: dict | None = None) -> str:
-    """A local folder holding the model at `uri` (downloaded once per process if remote)."""
-    loc = storage.locate(uri, storage_options)
-    if loc.is_local:
-        if not os.path.isdir(loc.path):
-            raise storage.StorageError(f"model not found: {uri}")
-        return loc.path
-    target = tempfile.mkdtemp(prefix="datatuner-model-")
-    return storage.download_dir(uri, target, storage_options)
-
 
 def model_version(uri: str) -> str:
     return str(uri).rstrip("/").rsplit("/", 1)[-1]
-
-
-def _read_card(directory: str) -> dict:
-    import json
-
-    path = os.path.join(directory, CARD_FILE)
-    if not os.path.exists(path):
-        return {}
-    with open(path) as f:
-        return json.load(f)
 
 
 class Generator:
@@ -66,18 +41,21 @@ class Generator:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         from .lm import default_vocab
+        from .training import CARD_FILE
 
         if threads:
             torch.set_num_threads(threads)
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
-        lm_dir = _local_model_dir(lm_uri, storage_options)
+        self._copies: list = []  # temporary local copies of remote models, kept while in use
+        lm_dir = storage.local_dir(lm_uri, self._copies, storage_options)
         self.tokenizer = AutoTokenizer.from_pretrained(lm_dir)
         dtype = torch.bfloat16 if self.device == "cuda" else torch.float32
         self.model = AutoModelForCausalLM.from_pretrained(
             lm_dir, use_safetensors=True, trust_remote_code=False, dtype=dtype
         ).to(self.device)
         self.model.eval()
-        self.mode = _read_card(lm_dir).get("task_config", {}).get("mode", "fine")
+        card = storage.read_json(storage.join_uri(lm_dir, CARD_FILE), missing_ok=True) or {}
+        self.mode = card.get("task_config", {}).get("mode", "fine")  # a card-less model: fine
         self.vocab = default_vocab(self.tokenizer)
         self.context = getattr(self.model.config, "n_positions", None) or getattr(
             self.model.config, "max_position_embeddings", 1024

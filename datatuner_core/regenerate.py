@@ -33,14 +33,8 @@ def snapshots_root(root: str, name: str) -> str:
 
 def latest_snapshot(root: str, name: str, storage_options: dict | None = None) -> dict | None:
     """The pointer to the last successful snapshot, or None."""
-    loc = storage.locate(
-        storage.join_uri(snapshots_root(root, name), "latest.json"), storage_options
-    )
-    try:
-        with loc.fs.open(loc.path, "rb") as f:
-            return json.loads(f.read())
-    except FileNotFoundError:
-        return None
+    uri = storage.join_uri(snapshots_root(root, name), "latest.json")
+    return storage.read_json(uri, storage_options, missing_ok=True)
 
 
 def plan_changes(

@@ -42,12 +42,8 @@ def version_uri(root: str, kind: str, version: str) -> str:
 def production(root: str, kind: str, storage_options: dict | None = None) -> dict | None:
     """The production pointer of `kind`, or None when nothing was promoted yet."""
     _check(kind)
-    loc = storage.locate(storage.join_uri(root, "models", kind, "production.json"), storage_options)
-    try:
-        with loc.fs.open(loc.path, "rb") as f:
-            return json.loads(f.read())
-    except FileNotFoundError:
-        return None
+    uri = storage.join_uri(root, "models", kind, "production.json")
+    return storage.read_json(uri, storage_options, missing_ok=True)
 
 
 def production_uri(root: str, kind: str, storage_options: dict | None = None) -> str:
@@ -88,14 +84,10 @@ def promote(
 def record_decision(root: str, kind: str, decision: dict, storage_options: dict | None = None):
     """Append one promotion decision (promoted or not, with its numbers) to history.jsonl."""
     _check(kind)
-    loc = storage.locate(storage.join_uri(root, "models", kind, "history.jsonl"), storage_options)
-    try:
-        with loc.fs.open(loc.path, "rb") as f:
-            old = f.read()
-    except FileNotFoundError:
-        old = b""
+    uri = storage.join_uri(root, "models", kind, "history.jsonl")
+    old = storage.read_bytes(uri, storage_options, default=b"")
     line = json.dumps(decision, sort_keys=True).encode() + b"\n"
-    storage.write_bytes(loc.uri, old + line, storage_options)
+    storage.write_bytes(uri, old + line, storage_options)
 
 
 def register_first(

@@ -203,6 +203,9 @@ def fingerprint(*parts: object) -> str:
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
 
+_fingerprint = fingerprint  # for scopes where `fingerprint` names a value
+
+
 def shard_for_rank(items: list[str], rank: int, world_size: int) -> list[str]:
     """The one sharding rule of the project: the sorted listing sliced [rank::world_size]."""
     if not 0 <= rank < world_size:
@@ -380,7 +383,7 @@ class StageWriter:
             "inputs": inputs,
             "fingerprint": fingerprint,
             "config": config or {},
-            "config_hash": globals()["fingerprint"](config or {}),
+            "config_hash": _fingerprint(config or {}),
             "counts": s.as_dict(),
             "files": self.out.files,
             "quarantine_files": [
@@ -429,10 +432,8 @@ def code_version() -> str:
 
 def read_manifest(uri: str, storage_options: dict | None = None) -> dict:
     """The manifest of the stage at `uri`; StageNotFound if it has none."""
-    loc = locate(uri, storage_options)
     try:
-        with loc.fs.open(loc.child(MANIFEST).path, "rb") as f:
-            return json.loads(f.read())
+        return read_json(join_uri(uri, MANIFEST), storage_options)
     except FileNotFoundError:
         raise StageNotFound(
             f"no stage at {uri}: {MANIFEST} is missing (the stage never finished, or this is "
@@ -519,6 +520,41 @@ def upload_dir(local_dir: str, uri: str, storage_options: dict | None = None) ->
                 _write_bytes(locate(join_uri(uri, rel), storage_options), f.read())
             names.append(rel)
     return names
+
+
+def read_bytes(
+    uri: str, storage_options: dict | None = None, default: bytes | None = None
+) -> bytes:
+    """A whole file; `default` when it does not exist (FileNotFoundError if no default)."""
+    loc = locate(uri, storage_options)
+    try:
+        with loc.fs.open(loc.path, "rb") as f:
+            return f.read()
+    except FileNotFoundError:
+        if default is None:
+            raise
+        return default
+
+
+def read_json(uri: str, storage_options: dict | None = None, *, missing_ok: bool = False):
+    """A JSON document; None when it does not exist and `missing_ok`."""
+    data = read_bytes(uri, storage_options, default=b"" if missing_ok else None)
+    return json.loads(data) if data else None
+
+
+def local_dir(uri: str, keep: list, storage_options: dict | None = None) -> str:
+    """A local folder holding the files at `uri`: the folder itself when local, else a temporary
+    copy whose handle is appended to `keep` (the copy lives as long as that list)."""
+    import tempfile
+
+    loc = locate(uri, storage_options)
+    if loc.is_local:
+        if not os.path.isdir(loc.path):
+            raise StorageError(f"not found: {uri}")
+        return loc.path
+    tmp = tempfile.TemporaryDirectory(prefix="datatuner-")
+    keep.append(tmp)
+    return download_dir(uri, tmp.name, storage_options)
 
 
 def download_dir(uri: str, local_dir: str, storage_options: dict | None = None) -> str:

@@ -678,9 +678,7 @@ def put_directory(local_dir: str, uri: str, storage_options: dict | None = None)
 
 def read_card(output_uri: str, storage_options: dict | None = None) -> dict:
     """The training card of a saved model."""
-    loc = storage.locate(storage.join_uri(output_uri, CARD_FILE), storage_options)
-    with loc.fs.open(loc.path, "rb") as f:
-        return json.loads(f.read())
+    return storage.read_json(storage.join_uri(output_uri, CARD_FILE), storage_options)
 
 
 def perplexity(nll: float) -> float:

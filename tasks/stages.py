@@ -124,9 +124,7 @@ def evaluate_task(generations: str, report: str, title: str) -> dict:
     metrics = evaluate.evaluate_stage(generations)
     files = reports.write_report(metrics, report, title=title)
     markdown = next(f for f in files if f.endswith("report.md"))
-    loc = storage.locate(markdown)
-    with loc.fs.open(loc.path, "rb") as f:
-        create_markdown_artifact(f.read().decode(), key="report", description=title)
+    create_markdown_artifact(storage.read_bytes(markdown).decode(), key="report", description=title)
     return {"metrics": metrics, "headline": evaluate.headline(metrics), "files": files}
 
 
