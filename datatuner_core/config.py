@@ -56,7 +56,11 @@ class CorruptConfig(_Strict):
 
 
 class LMConfig(_Strict):
-    base: str = Field("scratch:tiny", description="HF id, local/S3 dir, or scratch:tiny|small")
+    base: str = Field(
+        "scratch:tiny",
+        description="scratch:tiny|small, smollm2-135m (packaged GGUF), a *.gguf file, a local/S3 "
+        "folder or an HF id",
+    )
     epochs: int = Field(3, ge=1)
     batch_size: int = Field(32, ge=1, description="sequences per worker per step")
     lr: float = Field(5.0e-4, gt=0)
@@ -67,18 +71,26 @@ class LMConfig(_Strict):
     max_length: int = Field(256, ge=16, description="tokens per training sequence")
     patience: int = Field(2, ge=1, description="epochs without val-ppl improvement before stop")
     workers: int = Field(2, ge=1, description="Ray Train workers (DDP)")
+    cpus_per_worker: int = Field(1, ge=1, description="CPUs (torch threads) per worker")
     max_steps: int | None = Field(None, ge=1, description="stop after this many optimizer steps")
+    freeze_layers: int = Field(0, ge=0, description="bottom decoder blocks kept frozen")
+    freeze_embeddings: bool = Field(
+        False, description="freeze the input embeddings (a tied output layer is untied)"
+    )
     seed: int = 42
 
 
 class ClassifierConfig(_Strict):
-    base: str = "scratch:tiny"
+    base: str = Field(
+        "scratch:tiny", description="scratch:tiny, minilm-l6 (packaged), a local/S3 folder, HF id"
+    )
     epochs: int = Field(2, ge=1)
     batch_size: int = Field(32, ge=1)
     lr: float = Field(1.0e-4, gt=0)
     warmup_steps: int = Field(100, ge=0)
     max_length: int = Field(256, ge=16)
     workers: int = Field(2, ge=1)
+    cpus_per_worker: int = Field(1, ge=1, description="CPUs (torch threads) per worker")
     max_steps: int | None = Field(None, ge=1)
     seed: int = 42
 
@@ -89,6 +101,18 @@ class GenerateConfig(_Strict):
     batch_size: int = Field(32, ge=1)
     actors: int = Field(1, ge=1, description="Ray Data actors holding the models")
     rerank: bool = Field(True, description="false gives the top beam (the paper's No_FC)")
+    length_penalty: float = Field(1.0, description="beam score = log-prob / length ** this")
+    repetition_penalty: float = Field(1.0, ge=1.0, description="1.0 = off")
+    no_repeat_ngram: int = Field(0, ge=0, description="forbid repeating n-grams of this size")
+    coverage: bool = Field(
+        False, description="rerank: candidates missing fewer of the record's entities first"
+    )
+    weight: float = Field(1.0, ge=0, description="rerank: weight of log P(accurate)")
+
+    def decoding(self) -> dict:
+        """The Generator keywords beyond beams / tokens / batch / rerank."""
+        keys = ("length_penalty", "repetition_penalty", "no_repeat_ngram", "coverage", "weight")
+        return {k: getattr(self, k) for k in keys}
 
 
 class PipelineConfig(_Strict):

@@ -14,7 +14,7 @@ import sys
 import time
 
 from . import storage
-from .rerank import rerank_candidates
+from .rerank import missing_entities, rerank_candidates
 
 
 def model_version(uri: str) -> str:
@@ -34,6 +34,10 @@ class Generator:
         batch_size: int = 32,
         rerank: bool = True,
         weight: float = 1.0,
+        length_penalty: float = 1.0,
+        repetition_penalty: float = 1.0,
+        no_repeat_ngram: int = 0,
+        coverage: bool = False,
         storage_options: dict | None = None,
         threads: int | None = None,
     ):
@@ -61,7 +65,9 @@ class Generator:
             self.model.config, "max_position_embeddings", 1024
         )
         self.beams, self.max_new_tokens, self.batch_size = beams, max_new_tokens, batch_size
-        self.rerank, self.weight = rerank, weight
+        self.rerank, self.weight, self.coverage = rerank, weight, coverage
+        self.length_penalty, self.repetition_penalty = length_penalty, repetition_penalty
+        self.no_repeat_ngram = no_repeat_ngram
         self.scorer = None
         version = model_version(lm_uri)
         if classifier_uri is not None:
@@ -90,7 +96,7 @@ class Generator:
 
     def _beam_search(self, prompts: list[tuple[list[int], list[int]]]) -> list[list[tuple]]:
         """Batched beam search with a KV cache; per prompt, `beams` (text, score) in beam order.
-        The score is the sum of token log-probabilities divided by the length (length penalty 1)."""
+        The score is the sum of token log-probabilities divided by length ** `length_penalty`."""
         import torch
 
         width = max(len(ids) for ids, _ in prompts)
@@ -102,17 +108,22 @@ class Generator:
             input_ids[row, width - len(ids) :] = torch.tensor(ids)
             types[row, width - len(ids) :] = torch.tensor(states)
             mask[row, width - len(ids) :] = 1
-        with torch.inference_mode():
+        from .state_lm import generation_inputs, text_state
+
+        input_ids, types, mask = (t.to(self.device) for t in (input_ids, types, mask))
+        prompt = generation_inputs(self.model, input_ids, types)  # E[ids] + E[states]
+        with torch.inference_mode(), text_state(self.model, self.vocab.text):
             out = self.model.generate(
-                input_ids=input_ids.to(self.device),
-                attention_mask=mask.to(self.device),
-                token_type_ids=types.to(self.device),  # new tokens copy the last (<text>) state
+                **prompt,
+                attention_mask=mask,
                 num_beams=self.beams,
                 num_return_sequences=self.beams,
                 max_new_tokens=self.max_new_tokens,
                 do_sample=False,
                 early_stopping=True,
-                length_penalty=1.0,
+                length_penalty=self.length_penalty,
+                repetition_penalty=self.repetition_penalty,
+                no_repeat_ngram_size=self.no_repeat_ngram,
                 eos_token_id=self.vocab.eos,
                 pad_token_id=pad,
                 output_scores=True,
@@ -204,7 +215,12 @@ class Generator:
                     s = next(scored)
                     c["fidelity_label"], c["fidelity_score"] = s["label"], s["p_accurate"]
         for r in rows:
-            order = rerank_candidates(r["candidates"], self.weight) if self.rerank else [0]
+            missing = None
+            if self.rerank and self.coverage:
+                missing = [missing_entities(c["text"], r["entities"]) for c in r["candidates"]]
+            order = (
+                rerank_candidates(r["candidates"], self.weight, missing) if self.rerank else [0]
+            )
             chosen = r["candidates"][order[0]]
             r["text"], r["lm_score"] = chosen["text"], chosen["lm_score"]
             r["fidelity_label"], r["fidelity_score"] = (
@@ -232,13 +248,15 @@ def generate_stage(
     batch_size: int = 32,
     actors: int = 1,
     rerank: bool = True,
+    decoding: dict | None = None,
     split: str | None = "test",
     max_records: int | None = None,
     storage_options: dict | None = None,
     force: bool = False,
 ) -> dict:
     """Generate for the rows of `split` (all rows if None) of a linearized stage on Ray Data and
-    write the generations stage. Returns the manifest (`read == written + quarantined`: a record
+    write the generations stage. `decoding`: more `Generator` keywords (length_penalty,
+    repetition_penalty, no_repeat_ngram, coverage, weight). Returns the manifest (`read == written + quarantined`: a record
     whose generation failed is written with its error, not dropped)."""
     import ray
 
@@ -256,6 +274,7 @@ def generate_stage(
         "split": split,
         "rerank": rerank,
         "max_records": max_records,
+        **(decoding or {}),
     }
     fp = storage.fingerprint("generate", inputs, config, storage.code_version())
     if not force and (done := storage.current_manifest(output_uri, fp, storage_options)):
@@ -288,6 +307,7 @@ def generate_stage(
             "max_new_tokens": max_new_tokens,
             "batch_size": batch_size,
             "rerank": rerank,
+            **(decoding or {}),
             "storage_options": storage_options,
             "threads": None if use_gpu else threads,
         },

@@ -2,11 +2,14 @@
 every token also carries the embedding of its state (the most recent special token).
 
 - Model: `scratch:tiny` (4 layers × 256) / `scratch:small` (6 × 384) GPT-2 configs, or any
-  `AutoModelForCausalLM` by hub id / local directory (safetensors only, no remote code).
-- State embedding: GPT-2 embeds `token_type_ids` with its word-embedding matrix, so passing the
-  state ids (vocabulary ids of special tokens) as `token_type_ids` adds exactly the special
-  token's embedding to every token. Architectures without `token_type_ids` are not handled yet.
-- Loss on the text and `<eos>` only (labels -100 elsewhere); the model shifts internally.
+  `AutoModelForCausalLM` base that `bases.resolve` knows: the packaged `smollm2-135m` (GGUF), any
+  `*.gguf` file, a local / remote folder or a hub id (safetensors only, no remote code). Added
+  special tokens get fresh embedding rows drawn by the model's own initializer (small: not the
+  mean-of-vocabulary rows, which would shift every token once added as a state).
+- State embedding (`state_lm.py`): every token's input is `E[token] + E[state]`, for any
+  architecture (for GPT-2 this equals passing the states as `token_type_ids`). The batches keep
+  the state ids under the key `token_type_ids` (the name GPT-2 gives them).
+- Loss on the text and `<eos>` only (labels -100 elsewhere), computed on those positions alone.
 - Truncation to `max_length`: the text is cut first (its `<eos>` kept); the data is cut only when
   it alone leaves less than `MIN_TEXT_TOKENS` for the text. Both are counted.
 - Batches: length-bucketed with dynamic padding (`training.plan_batches`), or padded to a fixed
@@ -56,10 +59,12 @@ def build_lm(base: str, tokenizer, *, shape: tuple[int, int, int] | None = None)
         )
         model = transformers.GPT2LMHeadModel(config)
     else:
-        model = transformers.AutoModelForCausalLM.from_pretrained(
-            base, use_safetensors=True, trust_remote_code=False
-        )
-        model.resize_token_embeddings(len(tokenizer))
+        from .bases import resolve
+
+        b = resolve(base)
+        model = transformers.AutoModelForCausalLM.from_pretrained(b.path, **b.kwargs())
+        if model.get_input_embeddings().num_embeddings != len(tokenizer):
+            model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
         model.config.eos_token_id = tokenizer.eos_token_id
         model.config.pad_token_id = tokenizer.pad_token_id
     model.generation_config.eos_token_id = tokenizer.eos_token_id
@@ -68,10 +73,13 @@ def build_lm(base: str, tokenizer, *, shape: tuple[int, int, int] | None = None)
 
 
 def forward_lm(model, batch: dict):
-    """The model output (`.loss` = mean NLL over labelled tokens, `.logits` [B, T, V])."""
+    """The output of a plain `transformers` LM with the batch's state embeddings added
+    (`.loss` = mean NLL over labelled tokens, `.logits` [B, T, V])."""
+    from .state_lm import embed_with_states
+
     return model(
-        input_ids=batch["input_ids"],  # [B, T]
-        token_type_ids=batch["token_type_ids"],  # [B, T] state ids (vocabulary ids)
+        # [B, T, H]: E[input_ids] + E[state ids]
+        inputs_embeds=embed_with_states(model, batch["input_ids"], batch["token_type_ids"]),
         attention_mask=batch["attention_mask"],  # [B, T] 1 = real token
         labels=batch["labels"],  # [B, T] -100 outside text + <eos>
     )
@@ -220,11 +228,18 @@ class LMTask(TrainTask):
     max_length: int = 256
     pad_to: int | None = None  # None: dynamic padding; an int: pad every batch to it (baseline)
     shape: tuple[int, int, int] | None = None  # scratch (layers, width, heads) override
+    freeze_layers: int = 0  # bottom decoder blocks kept frozen
+    freeze_embeddings: bool = False  # input embeddings frozen (a tied output layer is untied)
     name: str = "lm"
     monitor: str = "val_ppl"  # lower is better
 
     def build_model(self):
-        return build_lm(self.base, self.tokenizer, shape=self.shape)
+        """A `state_lm.StateLM` (what the trainer and DDP see; `.lm` is the plain model)."""
+        from .state_lm import StateLM, freeze
+
+        model = build_lm(self.base, self.tokenizer, shape=self.shape)
+        self.parameter_counts = freeze(model, self.freeze_layers, self.freeze_embeddings)
+        return StateLM(model)
 
     def encode(self, rows: list[dict]) -> list[dict]:
         examples, self.counts = encode_rows(
@@ -236,25 +251,12 @@ class LMTask(TrainTask):
         return collate_lm(examples, self.tokenizer.pad_token_id, self.pad_to)
 
     def loss(self, model, batch: dict):
-        return forward_lm(model, batch).loss
+        return model(**batch)  # StateLM (or DDP around it): mean NLL of the labelled tokens
 
     def eval_sums(self, model, batch: dict) -> dict[str, float]:
         """Summed token NLL and labelled-token count of a batch."""
-        import torch
-
-        logits = model(
-            input_ids=batch["input_ids"],
-            token_type_ids=batch["token_type_ids"],
-            attention_mask=batch["attention_mask"],
-        ).logits
-        labels = batch["labels"][:, 1:]  # position t predicts token t+1
-        nll = torch.nn.functional.cross_entropy(
-            logits[:, :-1].float().reshape(-1, logits.size(-1)),
-            labels.reshape(-1),
-            ignore_index=IGNORE,
-            reduction="sum",
-        )
-        return {"nll": float(nll), "tokens": float((labels != IGNORE).sum())}
+        nll = model(**batch, reduction="sum")
+        return {"nll": float(nll), "tokens": float((batch["labels"][:, 1:] != IGNORE).sum())}
 
     def eval_metrics(self, sums: dict[str, float]) -> dict[str, float]:
         import math
@@ -263,7 +265,7 @@ class LMTask(TrainTask):
         return {"val_nll": mean, "val_ppl": math.exp(min(mean, 50.0))}
 
     def save(self, model, directory: str) -> None:
-        model.save_pretrained(directory)
+        getattr(model, "lm", model).save_pretrained(directory)
         self.tokenizer.save_pretrained(directory)
 
 
@@ -287,6 +289,8 @@ def train_lm(config, linearized_uri: str, special_tokens: list[str], output_uri:
         base=config.lm.base,
         mode=config.linearize.mode,
         max_length=config.lm.max_length,
+        freeze_layers=config.lm.freeze_layers,
+        freeze_embeddings=config.lm.freeze_embeddings,
     )
     validation = StageRows(linearized_uri, "validation")
     return train_with_ray(task, train, validation, config.lm, output_uri)

@@ -5,6 +5,11 @@ accurate < value_error < repetition < omission < hallucination — and, within a
 combined score: the LM's length-normalised log-probability plus `weight` × log P(accurate).
 The original ordered ties by beam rank only; using P(accurate) as well prefers, among candidates
 with the same predicted label, the one the classifier is surest is accurate.
+
+With the coverage check on (`generate.coverage`), the number of the record's own entities that a
+candidate does not mention (`evaluate.entity_present`, the check of the report) comes first: a
+candidate that drops a value is never chosen over one that states them all, whatever the
+classifier says; the label and the combined score order the rest.
 """
 
 from __future__ import annotations
@@ -20,17 +25,29 @@ def combined_score(lm_score: float, p_accurate: float, weight: float = 1.0) -> f
     return lm_score + weight * math.log(max(p_accurate, 1e-9))
 
 
-def rerank_candidates(candidates: list[dict], weight: float = 1.0) -> list[int]:
-    """Indices of `candidates` (dicts with lm_score, fidelity_label, fidelity_score) best first.
+def missing_entities(text: str | None, entities) -> int:
+    """How many of the record's entities `text` does not mention."""
+    from .evaluate import entity_present, normalize
+
+    normalized = normalize(text or "")
+    return sum(not entity_present(e, normalized) for e in entities or [])
+
+
+def rerank_candidates(
+    candidates: list[dict], weight: float = 1.0, missing: list[int] | None = None
+) -> list[int]:
+    """Indices of `candidates` (dicts with lm_score, fidelity_label, fidelity_score) best first;
+    `missing`: per candidate, the record's entities it does not mention (sorted on first).
 
     A candidate without a classifier label (classifier off or failed) sorts by LM score alone,
-    after every labelled one."""
+    after every labelled one with the same coverage."""
 
     def key(i: int):
         c = candidates[i]
+        gap = missing[i] if missing is not None else 0
         label = c.get("fidelity_label")
         if label is None:
-            return (len(PRIORITY), -c["lm_score"], i)
-        return (_RANK[label], -combined_score(c["lm_score"], c["fidelity_score"], weight), i)
+            return (gap, len(PRIORITY), -c["lm_score"], i)
+        return (gap, _RANK[label], -combined_score(c["lm_score"], c["fidelity_score"], weight), i)
 
     return sorted(range(len(candidates)), key=key)

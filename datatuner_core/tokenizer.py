@@ -72,11 +72,16 @@ def train_byte_level_bpe(corpus: Iterable[str], special_tokens: list[str], vocab
 
 
 def load_pretrained_tokenizer(base: str):
-    """`AutoTokenizer` for a hub id or a local directory (no remote code); byte-level
-    pre-tokenizers are switched to `add_prefix_space` (the whitespace policy above)."""
+    """`AutoTokenizer` for a base (`bases.resolve`: packaged alias, GGUF file, folder, hub id; no
+    remote code); byte-level pre-tokenizers are switched to `add_prefix_space` (the whitespace
+    policy above)."""
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(base, trust_remote_code=False)
+    from .bases import resolve
+
+    b = resolve(base)
+    kwargs = {"gguf_file": b.gguf_file} if b.gguf_file else {}
+    tokenizer = AutoTokenizer.from_pretrained(b.path, trust_remote_code=False, **kwargs)
     if not getattr(tokenizer, "is_fast", False):
         raise ValueError(f"{base}: a fast (Rust) tokenizer is required")
     set_prefix_space(tokenizer.backend_tokenizer)

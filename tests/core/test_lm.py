@@ -175,6 +175,8 @@ def test_scratch_shapes(tok):
 def test_forward_loss_is_nll_over_labels_and_uses_states(tok):
     import torch
 
+    from datatuner_core.state_lm import StateLM
+
     torch.manual_seed(0)
     model = lm.build_lm("scratch:tiny", tok, shape=(2, 64, 2)).eval()
     a = lm.encode_example(tok, TWO_TRIPLES, TEXT, "fine", 256)
@@ -182,7 +184,7 @@ def test_forward_loss_is_nll_over_labels_and_uses_states(tok):
     batch = lm.collate_lm([a, b], tok.pad_token_id)
     with torch.no_grad():
         out = lm.forward_lm(model, batch)
-        sums = lm.LMTask(tokenizer=tok).eval_sums(model, batch)
+        sums = lm.LMTask(tokenizer=tok).eval_sums(StateLM(model), batch)
         coarse = lm.collate_lm(
             [lm.encode_example(tok, TWO_TRIPLES, TEXT, "coarse", 256), b], tok.pad_token_id
         )
