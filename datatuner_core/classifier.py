@@ -218,14 +218,16 @@ def build_classifier(
             label2id=dict(LABEL2ID),
         )
         return transformers.BertForSequenceClassification(config)
+    from .bases import resolve
+
+    b = resolve(base)
     model = transformers.AutoModelForSequenceClassification.from_pretrained(
-        base,
+        b.path,
         num_labels=len(LABELS),
         id2label=dict(ID2LABEL),
         label2id=dict(LABEL2ID),
-        use_safetensors=True,
-        trust_remote_code=False,
         ignore_mismatched_sizes=True,  # a base with another head (e.g. MNLI's 3 labels)
+        **b.kwargs(),
     )
     if model.get_input_embeddings().num_embeddings < len(tokenizer):
         model.resize_token_embeddings(len(tokenizer))
@@ -236,10 +238,9 @@ def has_segments(base: str) -> bool:
     """Whether the architecture has segment embeddings (`type_vocab_size >= 2`)."""
     if is_scratch(base):
         return True
-    from transformers import AutoConfig
+    from .bases import load_config
 
-    config = AutoConfig.from_pretrained(base, trust_remote_code=False)
-    return int(getattr(config, "type_vocab_size", 0) or 0) >= 2
+    return int(getattr(load_config(base), "type_vocab_size", 0) or 0) >= 2
 
 
 def _check_labels(config) -> None:
