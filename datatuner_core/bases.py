@@ -123,3 +123,26 @@ def load_config(base: str, storage_options: dict | None = None):
     b = resolve(base, storage_options)
     kwargs = {"gguf_file": b.gguf_file} if b.gguf_file else {}
     return AutoConfig.from_pretrained(b.path, trust_remote_code=False, **kwargs)
+
+
+def check(config) -> None:
+    """Fail early, with one line, when a packaged or GGUF base of a pipeline config is missing
+    (before Prefect or Ray start). Hub ids and folders are checked when loaded."""
+    for base in (config.lm.base, config.classifier.base):
+        if base in PACKAGED or is_gguf(base):
+            resolve(base)
+
+
+def dequantized(model):
+    """A GGUF-loaded model as an ordinary float model: `transformers` dequantizes GGUF weights on
+    load but keeps the quantizer attached, which makes `save_pretrained` refuse; drop it so the
+    fine-tuned model saves as a plain safetensors checkpoint."""
+    if getattr(model, "hf_quantizer", None) is not None:
+        model.hf_quantizer = None
+    if "is_quantized" in vars(model):
+        model.is_quantized = False
+    if "quantization_method" in vars(model):
+        model.quantization_method = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    return model

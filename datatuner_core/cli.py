@@ -218,7 +218,9 @@ def cmd_linearize(args: argparse.Namespace) -> dict:
 def cmd_run(args: argparse.Namespace) -> dict:
     from .config import load_config
 
-    load_config(args.config, args.overrides)  # one clear line on a bad config, before Prefect
+    from .bases import check
+
+    check(load_config(args.config, args.overrides))  # one line on a bad config, before Prefect
     from flows.pipeline import pipeline
 
     summary = pipeline(args.config, args.overrides, args.run_id)
@@ -249,7 +251,9 @@ def _print_headline(summary: dict) -> None:
 def cmd_retrain(args: argparse.Namespace) -> dict:
     from .config import load_config
 
-    load_config(args.config, args.overrides)  # one clear line on a bad config, before Prefect
+    from .bases import check
+
+    check(load_config(args.config, args.overrides))  # one line on a bad config, before Prefect
     from flows.retrain import retrain
 
     return retrain(args.config, args.overrides, args.run_id)
