@@ -72,7 +72,9 @@ class LMConfig(_Strict):
     patience: int = Field(2, ge=1, description="epochs without val-ppl improvement before stop")
     workers: int = Field(2, ge=1, description="Ray Train workers (DDP)")
     cpus_per_worker: int = Field(1, ge=1, description="CPUs (torch threads) per worker")
-    max_steps: int | None = Field(None, ge=1, description="stop after this many optimizer steps")
+    max_steps: int | None = Field(
+        None, ge=1, description="stop after this many optimizer steps (the LR decays to 0 there)"
+    )
     freeze_layers: int = Field(0, ge=0, description="bottom decoder blocks kept frozen")
     freeze_embeddings: bool = Field(
         False, description="freeze the input embeddings (a tied output layer is untied)"

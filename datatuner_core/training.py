@@ -8,7 +8,7 @@ save). `train_with_ray(task, train_rows, val_rows, config, output_uri)` does the
   length-bucketed (sorted inside random chunks of `bucket_chunk` batches, batches shuffled),
   with the same number of micro-batches on every rank (the smallest count);
 - optimisation: AdamW (no decay on biases / norms), linear warm-up then linear decay to 0 over
-  `epochs × steps_per_epoch` (`max_steps` stops early without changing the schedule), gradient
+  `epochs × steps_per_epoch` or `max_steps` when that comes first, gradient
   accumulation, clipping, bf16 autocast on GPU;
 - validation at every epoch end (and when `max_steps` stops mid-epoch): the task's sums are
   added over ranks, then turned into metrics (`val_ppl` for the LM); early stopping after
@@ -312,10 +312,13 @@ class _Worker:
                 f"too few training examples for batch_size={cfg.batch_size} × grad_accum="
                 f"{cfg.grad_accum} on {self.world} workers ({len(self.train)} on rank {self.rank})"
             )
-        total = cfg.epochs * self.steps_per_epoch  # schedule horizon; max_steps only stops early
-        warmup = min(cfg.warmup_steps, total)
+        total = cfg.epochs * self.steps_per_epoch
+        # schedule horizon: the linear decay reaches zero where training stops (max_steps when it
+        # comes first: a time-boxed CPU run still ends with a decayed learning rate)
+        horizon = min(total, cfg.max_steps) if cfg.max_steps else total
+        warmup = min(cfg.warmup_steps, horizon)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda s: lr_multiplier(s, warmup, total)
+            self.optimizer, lambda s: lr_multiplier(s, warmup, horizon)
         )
         self.p = Progress()
         self.resumed_at = self._restore(ray.train.get_checkpoint())
