@@ -207,13 +207,12 @@ class Generator:
 
     def _score_and_choose(self, rows: list[dict]) -> None:
         """Classify every candidate (in one batched pass), then choose each row's text."""
-        if self.scorer is not None:
-            pairs = [(r["linearized"], c["text"]) for r in rows for c in r["candidates"]]
-            scored = iter(self.scorer.score(pairs, batch_size=max(self.batch_size, 32)))
-            for r in rows:
-                for c in r["candidates"]:
-                    s = next(scored)
-                    c["fidelity_label"], c["fidelity_score"] = s["label"], s["p_accurate"]
+        if self.scorer is not None:  # candidates scored before (a re-choice) are not rescored
+            todo = [(r, c) for r in rows for c in r["candidates"] if c["fidelity_label"] is None]
+            pairs = [(r["linearized"], c["text"]) for r, c in todo]
+            scored = self.scorer.score(pairs, batch_size=max(self.batch_size, 32)) if pairs else []
+            for (_, c), s in zip(todo, scored, strict=True):
+                c["fidelity_label"], c["fidelity_score"] = s["label"], s["p_accurate"]
         for r in rows:
             missing = None
             if self.rerank and self.coverage:

@@ -42,3 +42,21 @@ def test_without_labels_the_lm_score_decides_and_labelled_come_first():
     mixed = [*plain, _c("hallucination", -9.0, 0.0)]
     assert rerank_candidates(mixed)[0] == 3
     assert math.isfinite(combined_score(-1.0, 0.0))
+
+
+def test_coverage_check_comes_before_the_label():
+    from datatuner_core.rerank import missing_entities
+
+    entities = ["Aarhus Airport", "Aarhus, Denmark", "25.0"]
+    texts = [
+        "Aarhus Airport serves Aarhus.",  # misses the elevation (and Denmark)
+        "Aarhus Airport, 25 metres above sea level, serves Aarhus, Denmark.",
+        "The airport is 25 metres high.",
+    ]
+    missing = [missing_entities(t, entities) for t in texts]
+    assert missing == [2, 0, 2]
+    candidates = [_c("accurate", -0.5, 0.9), _c("omission", -1.0, 0.2), _c("accurate", -0.7, 0.9)]
+    assert rerank_candidates(candidates)[0] == 0  # the classifier alone prefers the first
+    order = rerank_candidates(candidates, missing=missing)
+    assert order == [1, 0, 2]  # the only complete text first, then label + score
+    assert missing_entities(None, entities) == 3 and missing_entities("x", []) == 0

@@ -106,3 +106,51 @@ def test_regenerate_only_what_changed(trained_run, tmp_path):
     assert "Sweden" in changed["linearized"]
     latest = json.loads((root / "snapshots" / "nightly-test" / "latest.json").read_text())
     assert latest["snapshot"] == "night2"
+
+
+def test_quality_and_decoding_benchmarks_read_a_real_run(trained_run, tmp_path):
+    """benchmarks/quality.py assembles FC / No_FC from a fine run (here the sample run, linked
+    under a `-fine` name); benchmarks/decoding.py tunes on dev and refuses the test split."""
+    import importlib.util
+    import os
+
+    import pytest
+
+    root, summary = trained_run
+    paths = {}
+    for name in ("quality", "decoding"):
+        spec = importlib.util.spec_from_file_location(name, f"benchmarks/{name}.py")
+        paths[name] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(paths[name])
+    quality, decoding = paths["quality"], paths["decoding"]
+
+    store = tmp_path / "store"
+    for part in ("runs", "models/lm", "models/classifier"):
+        (store / part).mkdir(parents=True)
+        os.symlink(root / part / "run1", store / part / "sample-fine")
+    out = tmp_path / "out"
+    quality.main(["report", "--storage", str(store), "--out", str(out)])
+    data = json.loads((out / "quality.json").read_text())
+    systems = {s["system"]: s for s in data["presets"]["sample"]["systems"]}
+    assert set(systems) == {"FC", "No_FC"}  # no coarse run here
+    metrics = summary["metrics"]
+    assert systems["FC"]["bleu"] == metrics["bleu"]
+    assert systems["No_FC"]["bleu"] == metrics["bleu_top_beam"]
+    assert systems["FC"]["coverage_error"] == metrics["coverage_error"]
+    assert sum(systems["FC"]["labels"].values()) == 30
+    fine = data["presets"]["sample"]["fine"]
+    assert fine["lm_steps"] == 12 and 0.0 <= fine["classifier_macro_f1"] <= 1.0
+    assert fine["generate_wall_s"] > 0 and "| FC |" in (out / "quality.md").read_text()
+
+    lm_dir, clf_dir = root / "models" / "lm" / "run1", root / "models" / "classifier" / "run1"
+    common = ["--run", str(root / "runs" / "run1"), "--lm", str(lm_dir),
+              "--classifier", str(clf_dir), "--records", "6", "--max-new-tokens", "8"]  # fmt: skip
+    result = tmp_path / "decoding.json"
+    decoding.main([*common, "--grid", "1,1.0,0 2,1.0,2", "--out", str(result)])
+    rows = json.loads(result.read_text())
+    assert rows["records"] == 6 and len(rows["results"]) == 4
+    assert {(r["beams"], r["coverage"]) for r in rows["results"]} == {
+        (1, False), (1, True), (2, False), (2, True)
+    }
+    with pytest.raises(SystemExit):
+        decoding.main([*common, "--split", "test"])

@@ -1,0 +1,198 @@
+"""Quality report: the paper's ablation (method §8) for one or more presets, from pipeline runs.
+
+Systems, per preset:
+- FC           fine-grained states, candidates reranked by the classifier (+ coverage check when
+               the preset turns it on): the run's chosen texts;
+- No_FC        fine-grained states, top beam: the same run's first candidates (one generation pass
+               gives both: every beam is kept with its scores);
+- No_FC_No_FS  coarse states (<data>/<text> only), top beam: a second run with
+               `linearize.mode=coarse` (its LM is trained again).
+
+    # train + generate + evaluate (hours on a CPU), then the report:
+    .venv/bin/python benchmarks/quality.py run --preset configs/webnlg-smol.yaml --storage /tmp/q
+    .venv/bin/python benchmarks/quality.py run --preset configs/webnlg-tiny.yaml --storage /tmp/q
+    .venv/bin/python benchmarks/quality.py report --storage /tmp/q --out benchmarks/results
+    # only the fine-state run (FC and No_FC): add --no-coarse
+
+`run` calls `datatuner run PRESET --run-id {name}-fine|{name}-coarse` (extra `--set` overrides
+pass through; the test split is never used to choose anything: decoding knobs come from the preset,
+tuned on dev with `benchmarks/decoding.py`). `report` reads every `{name}-fine` / `{name}-coarse`
+run under `--storage/runs` and writes `quality.md` + `quality.json`: BLEU all / seen / unseen
+(WebNLG), chrF, the predicted-label distribution, the coverage error rate, the classifier's
+macro-F1 on the held-out corruption split, and training / generation wall times.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+LABELS = ("accurate", "value_error", "omission", "repetition", "hallucination")
+
+
+def run(args) -> None:
+    import yaml
+
+    name = yaml.safe_load(Path(args.preset).read_text())["name"]
+    modes = ["fine"] if args.no_coarse else ["fine", "coarse"]
+    for mode in modes:
+        cmd = [
+            str(ROOT / ".venv" / "bin" / "datatuner"), "run", args.preset,
+            "--run-id", f"{name}-{mode}", "--set", f"storage={args.storage}",
+            "--set", f"linearize.mode={mode}", *sum((["--set", s] for s in args.set), []),
+        ]  # fmt: skip
+        print("$", " ".join(cmd), flush=True)
+        subprocess.run(cmd, check=True, cwd=ROOT)
+
+
+def _json(path: Path) -> dict | None:
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def collect(storage: Path, run_id: str) -> dict | None:
+    """The figures of one run (None if it has no report yet)."""
+    run_dir = storage / "runs" / run_id
+    metrics = _json(run_dir / "report" / "metrics.json")
+    if metrics is None:
+        return None
+    config = _json(run_dir / "config.json") or {}
+    lm_card = _json(storage / "models" / "lm" / run_id / "training_card.json") or {}
+    clf_card = _json(storage / "models" / "classifier" / run_id / "training_card.json") or {}
+    clf_eval = _json(storage / "models" / "classifier" / run_id / "eval.json") or {}
+    gen = _json(run_dir / "generations" / "_manifest.json") or {}
+    seconds = (gen.get("timings") or {}).get("seconds")
+    return {
+        "run_id": run_id,
+        "lm_base": config.get("lm", {}).get("base"),
+        "classifier_base": config.get("classifier", {}).get("base"),
+        "mode": config.get("linearize", {}).get("mode"),
+        "decoding": config.get("generate"),
+        "metrics": metrics,
+        "lm_wall_s": lm_card.get("metrics", {}).get("wall_seconds"),
+        "lm_tokens_per_s": lm_card.get("metrics", {}).get("tokens_per_s"),
+        "lm_steps": lm_card.get("metrics", {}).get("steps"),
+        "lm_val_ppl": (lm_card.get("metrics", {}).get("best") or {}).get("val_ppl"),
+        "classifier_wall_s": clf_card.get("metrics", {}).get("wall_seconds"),
+        "classifier_macro_f1": clf_eval.get("macro_f1"),
+        "classifier_accuracy": clf_eval.get("accuracy"),
+        "classifier_majority": clf_eval.get("majority_baseline"),
+        "generate_wall_s": seconds,
+        "generate_records_per_s": (gen.get("extra") or {}).get("records_per_s"),
+    }
+
+
+def system_rows(fine: dict | None, coarse: dict | None) -> list[dict]:
+    """FC / No_FC from the fine run, No_FC_No_FS from the coarse run's top beam."""
+    rows = []
+
+    def row(system: str, run: dict, which: str) -> dict:
+        m = run["metrics"]
+        top = which == "top_beam"
+        part = m["top_beam"] if top else m
+
+        def split(name: str):
+            s = m.get(name) or {}
+            return s.get("top_beam_bleu") if top else s.get("bleu")
+
+        fidelity = (m.get("fidelity") or {}).get(which) or {}
+        coverage = (m.get("coverage") or {}).get(which) or {}
+        return {
+            "system": system,
+            "bleu": part.get("bleu"),
+            "bleu_seen": split("seen"),
+            "bleu_unseen": split("unseen"),
+            "chrf": part.get("chrf"),
+            "labels": fidelity.get("counts"),
+            "coverage_error": coverage.get("error_rate"),
+            "coverage_missing": coverage.get("missing_rate"),
+            "coverage_hallucinated": coverage.get("hallucination_rate"),
+            "n": part.get("n"),
+        }
+
+    if coarse:
+        rows.append(row("No_FC_No_FS", coarse, "top_beam"))
+    if fine:
+        rows.append(row("No_FC", fine, "top_beam"))
+        rows.append(row("FC", fine, "chosen"))
+    return rows
+
+
+def fmt(value, pct: bool = False) -> str:
+    if value is None:
+        return "—"
+    if pct:
+        return f"{100 * value:.1f} %"
+    return f"{value:.2f}" if isinstance(value, float) else str(value)
+
+
+def minutes(seconds) -> str:
+    return "—" if seconds is None else f"{seconds / 60:.1f}"
+
+
+def report(args) -> None:
+    storage = Path(args.storage)
+    runs_dir = storage / "runs"
+    names = sorted({p.name.rsplit("-", 1)[0] for p in runs_dir.glob("*-fine")}
+                   | {p.name.rsplit("-", 1)[0] for p in runs_dir.glob("*-coarse")})  # fmt: skip
+    out = {"storage": str(storage), "presets": {}}
+    lines = ["# Quality report (the paper's ablation)", ""]
+    for name in names:
+        fine, coarse = collect(storage, f"{name}-fine"), collect(storage, f"{name}-coarse")
+        systems = system_rows(fine, coarse)
+        out["presets"][name] = {"fine": fine, "coarse": coarse, "systems": systems}
+        base = (fine or coarse or {}).get("lm_base")
+        lines += [f"## {name} (LM {base}, classifier {(fine or coarse or {}).get('classifier_base')})",
+                  "",
+                  "| system | BLEU | seen | unseen | chrF | coverage error (missing / halluc.) | "
+                  + " | ".join(LABELS) + " |",
+                  "|---|---|---|---|---|---|" + "---|" * len(LABELS)]  # fmt: skip
+        for s in systems:
+            counts = s["labels"] or {}
+            lines.append(
+                f"| {s['system']} | {fmt(s['bleu'])} | {fmt(s['bleu_seen'])} | "
+                f"{fmt(s['bleu_unseen'])} | {fmt(s['chrf'])} | {fmt(s['coverage_error'], True)} "
+                f"({fmt(s['coverage_missing'], True)} / {fmt(s['coverage_hallucinated'], True)}) | "
+                + " | ".join(str(counts.get(label, "—")) for label in LABELS) + " |"
+            )
+        lines += ["", "| run | LM steps | LM val ppl | LM tokens/s | LM train min | classifier "
+                  "macro-F1 (acc, majority) | classifier min | generate min (records/s) |",
+                  "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+        for run in (fine, coarse):
+            if run:
+                lines.append(
+                    f"| {run['run_id']} | {fmt(run['lm_steps'])} | {fmt(run['lm_val_ppl'])} | "
+                    f"{fmt(run['lm_tokens_per_s'])} | {minutes(run['lm_wall_s'])} | "
+                    f"{fmt(run['classifier_macro_f1'])} ({fmt(run['classifier_accuracy'])}, "
+                    f"{fmt(run['classifier_majority'])}) | {minutes(run['classifier_wall_s'])} | "
+                    f"{minutes(run['generate_wall_s'])} ({fmt(run['generate_records_per_s'])}) |"
+                )
+        lines.append("")
+    target = Path(args.out)
+    target.mkdir(parents=True, exist_ok=True)
+    (target / "quality.md").write_text("\n".join(lines) + "\n")
+    (target / "quality.json").write_text(json.dumps(out, indent=2) + "\n")
+    print("\n".join(lines))
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    r = sub.add_parser("run", help="train, generate and evaluate a preset (fine and coarse)")
+    r.add_argument("--preset", required=True)
+    r.add_argument("--storage", required=True)
+    r.add_argument("--no-coarse", action="store_true", help="skip the No_FC_No_FS run")
+    r.add_argument("--set", action="append", default=[], help="extra config override")
+    p = sub.add_parser("report", help="assemble quality.md / quality.json from the runs")
+    p.add_argument("--storage", required=True)
+    p.add_argument("--out", default="benchmarks/results")
+    args = parser.parse_args(argv)
+    (run if args.command == "run" else report)(args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
