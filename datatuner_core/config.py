@@ -110,10 +110,12 @@ class GenerateConfig(_Strict):
         False, description="rerank: candidates missing fewer of the record's entities first"
     )
     weight: float = Field(1.0, ge=0, description="rerank: weight of log P(accurate)")
+    int8: bool = Field(False, description="CPU: int8 dynamic quantization of the LM's linears")
 
     def decoding(self) -> dict:
         """The Generator keywords beyond beams / tokens / batch / rerank."""
-        keys = ("length_penalty", "repetition_penalty", "no_repeat_ngram", "coverage", "weight")
+        keys = ("length_penalty", "repetition_penalty", "no_repeat_ngram", "coverage", "weight",
+                "int8")  # fmt: skip
         return {k: getattr(self, k) for k in keys}
 
 

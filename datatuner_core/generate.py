@@ -21,6 +21,18 @@ def model_version(uri: str) -> str:
     return str(uri).rstrip("/").rsplit("/", 1)[-1]
 
 
+def quantize_int8(model):
+    """Dynamic int8 quantization of every `nn.Linear` (weights int8, activations quantized per
+    batch; CPU only, fbgemm/onednn kernels): the generation-time lever on CPUs without bf16."""
+    import warnings
+
+    import torch
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch marks the quantized tensor API as deprecated
+        return torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+
+
 class Generator:
     """The LM and the optional classifier in one process; call it on batches of rows."""
 
@@ -38,6 +50,7 @@ class Generator:
         repetition_penalty: float = 1.0,
         no_repeat_ngram: int = 0,
         coverage: bool = False,
+        int8: bool = False,
         storage_options: dict | None = None,
         threads: int | None = None,
     ):
@@ -58,6 +71,9 @@ class Generator:
             lm_dir, use_safetensors=True, trust_remote_code=False, dtype=dtype
         ).to(self.device)
         self.model.eval()
+        self.int8 = bool(int8) and self.device == "cpu"
+        if self.int8:
+            self.model = quantize_int8(self.model)
         card = storage.read_json(storage.join_uri(lm_dir, CARD_FILE), missing_ok=True) or {}
         self.mode = card.get("task_config", {}).get("mode", "fine")  # a card-less model: fine
         self.vocab = default_vocab(self.tokenizer)
