@@ -3,7 +3,8 @@ n-gram blocking, each with and without the coverage check in reranking, on a sam
 validation split, scored by BLEU and by the coverage error rate of the chosen texts.
 
     .venv/bin/python benchmarks/decoding.py --run /tmp/q/runs/webnlg-smol-fine \
-        --lm /tmp/q/models/lm/webnlg-smol-fine --classifier /tmp/q/models/classifier/webnlg-smol-fine \
+        --lm /tmp/q/models/lm/webnlg-smol-fine \
+        --classifier /tmp/q/models/classifier/webnlg-smol-fine \
         --records 120 --grid "1,1.0,0 3,1.0,0 3,1.0,3 5,1.0,0 5,1.5,0"
 
 Every setting runs in this one process on the same records (side by side); the table goes to
@@ -64,8 +65,9 @@ def main(argv=None) -> int:
             gen._score_and_choose(out)  # re-choose among the same candidates
             m = evaluate.evaluate_generations(out)
             results.append({
-                "beams": int(beams), "length_penalty": float(penalty), "no_repeat_ngram": int(ngram),
-                "coverage": coverage, "bleu": m["bleu"], "bleu_top_beam": m["top_beam"]["bleu"],
+                "beams": int(beams), "length_penalty": float(penalty),
+                "no_repeat_ngram": int(ngram), "coverage": coverage,
+                "bleu": m["bleu"], "bleu_top_beam": m["top_beam"]["bleu"],
                 "coverage_error": m["coverage"]["chosen"]["error_rate"],
                 "coverage_error_top_beam": m["coverage"]["top_beam"]["error_rate"],
                 "accurate": m["fidelity"]["chosen"]["counts"]["accurate"],
@@ -74,8 +76,9 @@ def main(argv=None) -> int:
             r = results[-1]
             print(
                 f"beams {r['beams']} lp {r['length_penalty']} ngram {r['no_repeat_ngram']} "
-                f"coverage {coverage!s:5}: BLEU {r['bleu']:.2f} (top beam {r['bleu_top_beam']:.2f}) "
-                f"coverage error {r['coverage_error']:.3f} (top {r['coverage_error_top_beam']:.3f}) "
+                f"coverage {coverage!s:5}: BLEU {r['bleu']:.2f} "
+                f"(top beam {r['bleu_top_beam']:.2f}) coverage error "
+                f"{r['coverage_error']:.3f} (top {r['coverage_error_top_beam']:.3f}) "
                 f"accurate {r['accurate']}/{len(rows)}  {r['records_per_s']} records/s",
                 flush=True,
             )

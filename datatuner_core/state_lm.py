@@ -62,9 +62,7 @@ class StateLM(torch.nn.Module):
         return logits, targets[keep]
 
     def forward(self, input_ids, token_type_ids, attention_mask, labels, reduction="mean"):
-        logits, targets = self.logits_and_targets(
-            input_ids, token_type_ids, attention_mask, labels
-        )
+        logits, targets = self.logits_and_targets(input_ids, token_type_ids, attention_mask, labels)
         return F.cross_entropy(logits.float(), targets, reduction=reduction)
 
 

@@ -11,9 +11,8 @@ import sys
 
 import pytest
 
-from datatuner_core import bases
+from datatuner_core import bases, lm
 from datatuner_core import classifier as clf
-from datatuner_core import lm
 from datatuner_core.state_lm import StateLM
 
 SPECIALS = ["<data>", "<text>", "<eos>", "<pad>", "<object>", "<predicate>", "<subject>"]
@@ -53,9 +52,7 @@ def test_cli_run_stops_before_prefect_when_a_base_is_missing(tmp_path):
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert proc.returncode == 1, proc.stderr
-    assert proc.stderr.strip().splitlines() == [
-        f"datatuner: error: GGUF file not found: {missing}"
-    ]
+    assert proc.stderr.strip().splitlines() == [f"datatuner: error: GGUF file not found: {missing}"]
     assert not (tmp_path / "art").exists()
 
 

@@ -13,8 +13,9 @@ from .test_state_lm import DATA, llama
 
 @pytest.fixture(scope="module")
 def llama_dir(tmp_path_factory):
-    from .test_state_lm import SPECIALS, TEXT
     from datatuner_core.tokenizer import build_tokenizer
+
+    from .test_state_lm import SPECIALS, TEXT
 
     corpus = [DATA, TEXT, "Aarhus is in Denmark.", "The airport serves the city of Aarhus."] * 5
     tok = build_tokenizer("scratch:tiny", corpus, SPECIALS, vocab_size=400)

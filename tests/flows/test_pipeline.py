@@ -150,7 +150,10 @@ def test_quality_and_decoding_benchmarks_read_a_real_run(trained_run, tmp_path):
     rows = json.loads(result.read_text())
     assert rows["records"] == 6 and len(rows["results"]) == 4
     assert {(r["beams"], r["coverage"]) for r in rows["results"]} == {
-        (1, False), (1, True), (2, False), (2, True)
+        (1, False),
+        (1, True),
+        (2, False),
+        (2, True),
     }
     with pytest.raises(SystemExit):
         decoding.main([*common, "--split", "test"])
