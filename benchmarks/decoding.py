@@ -35,7 +35,7 @@ def main(argv=None) -> int:
     parser.add_argument("--records", type=int, default=120)
     parser.add_argument("--split", default="validation")
     parser.add_argument("--grid", default="1,1.0,0 3,1.0,0 3,1.0,3 5,1.0,0 5,1.5,0",
-                        help="space-separated beams,length_penalty,no_repeat_ngram")  # fmt: skip
+                        help="space-separated beams,length_penalty,no_repeat_ngram[,int8]")  # fmt: skip
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", default=None)
@@ -51,11 +51,12 @@ def main(argv=None) -> int:
     rows = random.Random(0).sample(rows, min(args.records, len(rows)))
     results = []
     for item in args.grid.split():
-        beams, penalty, ngram = item.split(",")
+        beams, penalty, ngram, *rest = item.split(",")
+        int8 = bool(rest and rest[0] == "int8")
         gen = Generator(
             args.lm, args.classifier, beams=int(beams), max_new_tokens=args.max_new_tokens,
             batch_size=16, rerank=True, length_penalty=float(penalty),
-            no_repeat_ngram=int(ngram), threads=args.threads,
+            no_repeat_ngram=int(ngram), int8=int8, threads=args.threads,
         )  # fmt: skip
         started = time.time()
         out = gen.generate_rows(rows)
@@ -66,7 +67,7 @@ def main(argv=None) -> int:
             m = evaluate.evaluate_generations(out)
             results.append({
                 "beams": int(beams), "length_penalty": float(penalty),
-                "no_repeat_ngram": int(ngram), "coverage": coverage,
+                "no_repeat_ngram": int(ngram), "int8": int8, "coverage": coverage,
                 "bleu": m["bleu"], "bleu_top_beam": m["top_beam"]["bleu"],
                 "coverage_error": m["coverage"]["chosen"]["error_rate"],
                 "coverage_error_top_beam": m["coverage"]["top_beam"]["error_rate"],
@@ -76,6 +77,7 @@ def main(argv=None) -> int:
             r = results[-1]
             print(
                 f"beams {r['beams']} lp {r['length_penalty']} ngram {r['no_repeat_ngram']} "
+                f"{'int8 ' if int8 else ''}"
                 f"coverage {coverage!s:5}: BLEU {r['bleu']:.2f} "
                 f"(top beam {r['bleu_top_beam']:.2f}) coverage error "
                 f"{r['coverage_error']:.3f} (top {r['coverage_error_top_beam']:.3f}) "

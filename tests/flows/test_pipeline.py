@@ -146,7 +146,7 @@ def test_quality_and_decoding_benchmarks_read_a_real_run(trained_run, tmp_path):
     common = ["--run", str(root / "runs" / "run1"), "--lm", str(lm_dir),
               "--classifier", str(clf_dir), "--records", "6", "--max-new-tokens", "8"]  # fmt: skip
     result = tmp_path / "decoding.json"
-    decoding.main([*common, "--grid", "1,1.0,0 2,1.0,2", "--out", str(result)])
+    decoding.main([*common, "--grid", "1,1.0,0 2,1.0,2,int8", "--out", str(result)])
     rows = json.loads(result.read_text())
     assert rows["records"] == 6 and len(rows["results"]) == 4
     assert {(r["beams"], r["coverage"]) for r in rows["results"]} == {
