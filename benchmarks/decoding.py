@@ -34,8 +34,11 @@ def main(argv=None) -> int:
     parser.add_argument("--classifier", required=True)
     parser.add_argument("--records", type=int, default=120)
     parser.add_argument("--split", default="validation")
-    parser.add_argument("--grid", default="1,1.0,0 3,1.0,0 3,1.0,3 5,1.0,0 5,1.5,0",
-                        help="space-separated beams,length_penalty,no_repeat_ngram[,int8]")  # fmt: skip
+    parser.add_argument(
+        "--grid",
+        default="1,1.0,0 3,1.0,0 3,1.0,3 5,1.0,0 5,1.5,0",
+        help="space-separated beams,length_penalty,no_repeat_ngram[,int8]",
+    )
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", default=None)
