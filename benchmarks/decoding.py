@@ -66,7 +66,7 @@ def main(argv=None) -> int:
         seconds = time.time() - started
         for coverage in (False, True):
             gen.coverage = coverage
-            gen._score_and_choose(out)  # re-choose among the same candidates
+            gen._score_and_choose([r for r in out if r["candidates"]])  # re-choose
             m = evaluate.evaluate_generations(out)
             results.append({
                 "beams": int(beams), "length_penalty": float(penalty),

@@ -136,7 +136,7 @@ class Generator:
                 num_return_sequences=self.beams,
                 max_new_tokens=self.max_new_tokens,
                 do_sample=False,
-                early_stopping=True,
+                early_stopping=self.beams > 1,
                 length_penalty=self.length_penalty,
                 repetition_penalty=self.repetition_penalty,
                 no_repeat_ngram_size=self.no_repeat_ngram,
@@ -146,7 +146,10 @@ class Generator:
                 return_dict_in_generate=True,
             )
         sequences = out.sequences[:, width:].tolist()  # [B * beams, new tokens]
-        scores = out.sequences_scores.tolist()  # [B * beams]
+        if getattr(out, "sequences_scores", None) is not None:
+            scores = out.sequences_scores.tolist()  # [B * beams]
+        else:  # greedy (beams = 1): the same length-normalised log-probability, from the steps
+            scores = self._greedy_scores(out, sequences)
         results = []
         for i in range(len(prompts)):
             beams = []
@@ -158,6 +161,20 @@ class Generator:
                 beams.append((text, float(scores[j])))
             results.append(beams)
         return results
+
+    def _greedy_scores(self, out, sequences: list[list[int]]) -> list[float]:
+        """Sum of the chosen tokens' log-probabilities up to and including `<eos>`, divided by
+        that length ** `length_penalty` (what beam search reports as `sequences_scores`)."""
+        import torch
+
+        steps = torch.stack(out.scores, dim=1).float().log_softmax(-1)  # [B, new, V]
+        chosen = torch.tensor(sequences, device=steps.device)[:, : steps.size(1)]
+        token_lp = steps.gather(-1, chosen.unsqueeze(-1)).squeeze(-1).tolist()  # [B, new]
+        scores = []
+        for tokens, lps in zip(sequences, token_lp, strict=True):
+            n = tokens.index(self.vocab.eos) + 1 if self.vocab.eos in tokens else len(lps)
+            scores.append(sum(lps[:n]) / max(n, 1) ** self.length_penalty)
+        return scores
 
     # ------------------------------------------------------------------ rows
 

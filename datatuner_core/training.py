@@ -394,6 +394,11 @@ class _Worker:
             )
         if self.p.step == cfg.fail_at_step and (self.resumed_at or 0) < cfg.fail_at_step:
             self._checkpoint({self.task.monitor: UNVALIDATED})
+            if self.rank != 0:
+                # only rank 0 crashes, once its checkpoint is reported: another rank raising first
+                # could end the group before that checkpoint is registered (seen on a loaded host)
+                _all_reduce([0.0])  # waits for rank 0, whose death fails the group
+                return
             raise RuntimeError(f"injected failure after step {self.p.step} (fail_at_step)")
 
     def _to_device(self, batch: dict) -> dict:

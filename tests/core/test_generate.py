@@ -48,3 +48,13 @@ def test_llama_beams_float_and_int8(llama_dir):
     assert [len(r["candidates"]) for r in rows8] == [3, 3]
     assert all(r["error"] is None and r["text"] is not None for r in rows8)
     assert not any(isinstance(m, torch.nn.Linear) for m in quantized.model.modules())
+
+
+def test_greedy_gives_one_candidate_with_its_normalised_score(llama_dir):
+    import math
+
+    greedy = Generator(llama_dir, None, beams=1, max_new_tokens=6, rerank=False, threads=1)
+    rows = greedy.generate_rows(ROWS[:2])
+    assert [len(r["candidates"]) for r in rows] == [1, 1]
+    assert all(r["error"] is None and math.isfinite(r["lm_score"]) for r in rows)
+    assert all(r["lm_score"] < 0 for r in rows)  # a mean log-probability
