@@ -13,6 +13,11 @@ Systems, per preset:
     .venv/bin/python benchmarks/quality.py run --preset configs/webnlg-tiny.yaml --storage /tmp/q
     .venv/bin/python benchmarks/quality.py report --storage /tmp/q --out benchmarks/results
     # only the fine-state run (FC and No_FC): add --no-coarse
+    # a seeded test sample (half seen, half unseen) with a run's models, when the CPU budget
+    # cannot verbalize the whole split:
+    .venv/bin/python benchmarks/quality.py sample --run /tmp/q/runs/webnlg-smol-fine \
+        --lm /tmp/q/models/lm/webnlg-smol-fine \
+        --classifier /tmp/q/models/classifier/webnlg-smol-fine --records 300 --beams 3 --coverage --out /tmp/q/sample.json
 
 `run` calls `datatuner run PRESET --run-id {name}-fine|{name}-coarse` (extra `--set` overrides
 pass through; the test split is never used to choose anything: decoding knobs come from the preset,
@@ -180,6 +185,49 @@ def report(args) -> None:
     print("\n".join(lines))
 
 
+def sample(args) -> None:
+    """Generate + rerank + evaluate on a seeded sample of the test split, half seen, half unseen
+    categories where the data is WebNLG (for CPU budgets that cannot verbalize the whole split in
+    one sitting; the full split is `datatuner run`). Decoding comes from the arguments, chosen on
+    dev beforehand. Writes the generations rows and the metrics as JSON."""
+    import random
+    import time
+
+    sys.path.insert(0, str(ROOT))
+    from datatuner_core import evaluate, storage
+    from datatuner_core.generate import Generator
+
+    rows = [r for r in storage.read_stage(f"{args.run}/linearized").to_pylist()
+            if r["split"] == "test"]  # fmt: skip
+    rng = random.Random(args.seed)
+    if evaluate.is_webnlg(r.get("category") for r in rows):
+        seen = [r for r in rows if r.get("category") in evaluate.WEBNLG_SEEN]
+        unseen = [r for r in rows if r.get("category") not in evaluate.WEBNLG_SEEN]
+        half = args.records // 2
+        picked = rng.sample(seen, min(half, len(seen))) + rng.sample(
+            unseen, min(args.records - half, len(unseen))
+        )
+    else:
+        picked = rng.sample(rows, min(args.records, len(rows)))
+    gen = Generator(
+        args.lm, args.classifier, beams=args.beams, max_new_tokens=args.max_new_tokens,
+        batch_size=16, rerank=True, coverage=args.coverage, int8=args.int8, threads=args.threads,
+    )  # fmt: skip
+    started = time.time()
+    out = gen.generate_rows(picked)
+    seconds = time.time() - started
+    metrics = evaluate.evaluate_generations(out)
+    result = {
+        "records": len(out), "seconds": round(seconds, 1),
+        "records_per_s": round(len(out) / seconds, 3),
+        "full_split_minutes_at_this_rate": round(len(rows) / (len(out) / seconds) / 60, 1),
+        "decoding": {"beams": args.beams, "coverage": args.coverage, "int8": args.int8},
+        "headline": evaluate.headline(metrics), "metrics": metrics,
+    }  # fmt: skip
+    Path(args.out).write_text(json.dumps({"result": result, "rows": out}, indent=2, default=str))
+    print(json.dumps({k: v for k, v in result.items() if k != "metrics"}, indent=2))
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -191,8 +239,20 @@ def main(argv=None) -> int:
     p = sub.add_parser("report", help="assemble quality.md / quality.json from the runs")
     p.add_argument("--storage", required=True)
     p.add_argument("--out", default="benchmarks/results")
+    s = sub.add_parser("sample", help="generate + rerank + evaluate a seeded test sample")
+    s.add_argument("--run", required=True, help="a run folder (its linearized stage)")
+    s.add_argument("--lm", required=True)
+    s.add_argument("--classifier", required=True)
+    s.add_argument("--records", type=int, default=300)
+    s.add_argument("--beams", type=int, default=3)
+    s.add_argument("--max-new-tokens", type=int, default=64)
+    s.add_argument("--coverage", action="store_true")
+    s.add_argument("--int8", action="store_true")
+    s.add_argument("--threads", type=int, default=2)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--out", required=True)
     args = parser.parse_args(argv)
-    (run if args.command == "run" else report)(args)
+    {"run": run, "report": report, "sample": sample}[args.command](args)
     return 0
 
 
