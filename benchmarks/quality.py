@@ -17,7 +17,8 @@ Systems, per preset:
     # cannot verbalize the whole split:
     .venv/bin/python benchmarks/quality.py sample --run /tmp/q/runs/webnlg-smol-fine \
         --lm /tmp/q/models/lm/webnlg-smol-fine \
-        --classifier /tmp/q/models/classifier/webnlg-smol-fine --records 300 --beams 3 --coverage --out /tmp/q/sample.json
+        --classifier /tmp/q/models/classifier/webnlg-smol-fine --records 300 \
+        --beams 3 --coverage --out /tmp/q/sample.json
 
 `run` calls `datatuner run PRESET --run-id {name}-fine|{name}-coarse` (extra `--set` overrides
 pass through; the test split is never used to choose anything: decoding knobs come from the preset,
