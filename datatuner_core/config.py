@@ -110,7 +110,10 @@ class GenerateConfig(_Strict):
         False, description="rerank: candidates missing fewer of the record's entities first"
     )
     weight: float = Field(1.0, ge=0, description="rerank: weight of log P(accurate)")
-    int8: bool = Field(False, description="CPU: int8 dynamic quantization of the LM's linears")
+    int8: bool = Field(
+        False, description="CPU: int8 dynamic quantization of the LM's linears (experimental: it "
+        "degraded SmolLM2's texts in a first check; measure on dev first)"
+    )
 
     def decoding(self) -> dict:
         """The Generator keywords beyond beams / tokens / batch / rerank."""
