@@ -111,8 +111,9 @@ class GenerateConfig(_Strict):
     )
     weight: float = Field(1.0, ge=0, description="rerank: weight of log P(accurate)")
     int8: bool = Field(
-        False, description="CPU: int8 dynamic quantization of the LM's linears (experimental: it "
-        "degraded SmolLM2's texts in a first check; measure on dev first)"
+        False,
+        description="CPU: int8 dynamic quantization of the LM's linears (experimental: it "
+        "degraded SmolLM2's texts in a first check; measure on dev first)",
     )
 
     def decoding(self) -> dict:
