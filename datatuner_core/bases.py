@@ -117,6 +117,14 @@ def _require_gguf(base: str) -> None:
         )
 
 
+def load_model(auto_class, base: str, storage_options: dict | None = None, **extra):
+    """`auto_class.from_pretrained` for a base (GGUF or safetensors, never remote code); a GGUF
+    model comes back `dequantized`, so it saves like any other."""
+    b = resolve(base, storage_options)
+    model = auto_class.from_pretrained(b.path, **b.kwargs(), **extra)
+    return dequantized(model) if b.gguf_file else model
+
+
 def load_config(base: str, storage_options: dict | None = None):
     """The `transformers` config of a base."""
     from transformers import AutoConfig

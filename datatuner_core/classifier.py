@@ -218,16 +218,15 @@ def build_classifier(
             label2id=dict(LABEL2ID),
         )
         return transformers.BertForSequenceClassification(config)
-    from .bases import resolve
+    from .bases import load_model
 
-    b = resolve(base)
-    model = transformers.AutoModelForSequenceClassification.from_pretrained(
-        b.path,
+    model = load_model(
+        transformers.AutoModelForSequenceClassification,
+        base,
         num_labels=len(LABELS),
         id2label=dict(ID2LABEL),
         label2id=dict(LABEL2ID),
         ignore_mismatched_sizes=True,  # a base with another head (e.g. MNLI's 3 labels)
-        **b.kwargs(),
     )
     if model.get_input_embeddings().num_embeddings < len(tokenizer):
         model.resize_token_embeddings(len(tokenizer))

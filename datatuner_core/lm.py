@@ -59,12 +59,9 @@ def build_lm(base: str, tokenizer, *, shape: tuple[int, int, int] | None = None)
         )
         model = transformers.GPT2LMHeadModel(config)
     else:
-        from .bases import dequantized, resolve
+        from .bases import load_model
 
-        b = resolve(base)
-        model = transformers.AutoModelForCausalLM.from_pretrained(b.path, **b.kwargs())
-        if b.gguf_file:
-            model = dequantized(model)
+        model = load_model(transformers.AutoModelForCausalLM, base)
         if model.get_input_embeddings().num_embeddings != len(tokenizer):
             model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
         model.config.eos_token_id = tokenizer.eos_token_id
