@@ -237,8 +237,14 @@ class LMTask(TrainTask):
         from .state_lm import StateLM, freeze
 
         model = build_lm(self.base, self.tokenizer, shape=self.shape)
-        self.parameter_counts = freeze(model, self.freeze_layers, self.freeze_embeddings)
-        return StateLM(model)
+        freeze(model, self.freeze_layers, self.freeze_embeddings)
+        # the special tokens' rows are new: they train even when the embeddings are frozen
+        lm = StateLM(model, special_token_ids(self.tokenizer, self.special_tokens))
+        self.parameter_counts = {
+            "parameters": sum(p.numel() for p in lm.parameters()),
+            "trainable_parameters": sum(p.numel() for p in lm.parameters() if p.requires_grad),
+        }
+        return lm
 
     def encode(self, rows: list[dict]) -> list[dict]:
         examples, self.counts = encode_rows(
@@ -264,7 +270,8 @@ class LMTask(TrainTask):
         return {"val_nll": mean, "val_ppl": math.exp(min(mean, 50.0))}
 
     def save(self, model, directory: str) -> None:
-        getattr(model, "lm", model).save_pretrained(directory)
+        plain = model.merged() if hasattr(model, "merged") else model
+        plain.save_pretrained(directory)
         self.tokenizer.save_pretrained(directory)
 
 

@@ -15,7 +15,10 @@ same logits, and the same beams, on GPT-2.
   states included) and, while `text_state` is active, every later token (one per step, through the
   embedding module) gets the `<text>` state added: generated tokens are text.
 - `freeze`: freeze the bottom decoder layers and/or the embeddings (untying a tied output layer,
-  which then trains on its own) to buy CPU speed.
+  which then trains on its own) to buy CPU speed. With the embeddings frozen, `StateLM(lm,
+  trainable_ids=...)` still trains the rows of the special tokens (the markers and the states,
+  which are new and start from the initializer) as a small separate parameter; `merged()` writes
+  them back into the embedding matrix, so the saved model is a plain `transformers` checkpoint.
 """
 
 from __future__ import annotations
@@ -43,15 +46,45 @@ def sliceable(config) -> bool:
 
 
 class StateLM(torch.nn.Module):
-    """A causal LM with state embeddings; `forward` = the loss of the labelled tokens."""
+    """A causal LM with state embeddings; `forward` = the loss of the labelled tokens.
 
-    def __init__(self, lm):
+    `trainable_ids`: token ids whose input-embedding rows train even when the embedding matrix is
+    frozen (`freeze(..., embeddings=True)`): the special tokens, whose rows are new."""
+
+    def __init__(self, lm, trainable_ids: list[int] | None = None):
         super().__init__()
         self.lm = lm
+        self.rows = None
+        embed = lm.get_input_embeddings()
+        ids = sorted(set(trainable_ids or ()))
+        if ids and not embed.weight.requires_grad:
+            weight = embed.weight.detach()
+            self.rows = torch.nn.Parameter(weight[ids].clone())
+            slot = torch.full((weight.shape[0],), -1, dtype=torch.long)
+            slot[ids] = torch.arange(len(ids))
+            self.register_buffer("slot", slot, persistent=False)
+            self.register_buffer("row_ids", torch.tensor(ids), persistent=False)
+
+    def embed(self, ids: torch.Tensor) -> torch.Tensor:
+        """`E[ids]`, with the trainable rows in place of the frozen ones."""
+        x = self.lm.get_input_embeddings()(ids)
+        if self.rows is None:
+            return x
+        slot = self.slot[ids]
+        own = self.rows[slot.clamp(min=0)].to(x.dtype)
+        return torch.where((slot >= 0).unsqueeze(-1), own, x)
+
+    def merged(self):
+        """The plain LM with the trained rows written into its embedding matrix."""
+        if self.rows is not None:
+            with torch.no_grad():
+                weight = self.lm.get_input_embeddings().weight
+                weight[self.row_ids] = self.rows.detach().to(weight.dtype)
+        return self.lm
 
     def logits_and_targets(self, input_ids, token_type_ids, attention_mask, labels):
         """Logits [N, V] of the N labelled positions and their targets [N]."""
-        x = embed_with_states(self.lm, input_ids, token_type_ids)
+        x = self.embed(input_ids) + self.embed(token_type_ids)
         targets = labels[:, 1:]  # position t predicts token t + 1
         keep = targets != IGNORE
         if sliceable(self.lm.config):

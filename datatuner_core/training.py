@@ -672,6 +672,9 @@ def export_model(task, state_dict, card: dict, output_uri: str, storage_options=
     """Build the model, load `state_dict`, `task.save` it locally, upload; the card goes last."""
     model = task.build_model()
     model.load_state_dict(state_dict)
+    counts = getattr(task, "parameter_counts", None)
+    if counts:  # total / trainable parameters as trained (freezing leaves most of a base fixed)
+        card = {**card, "parameters": counts}
     with tempfile.TemporaryDirectory(prefix="datatuner-export-") as tmp:
         task.save(model, tmp)
         put_directory(tmp, output_uri, storage_options)

@@ -79,6 +79,10 @@ def test_smollm2_gguf_trains_with_states_and_saves_plain_safetensors(tmp_path):
     # new rows come from the initializer (small), not the vocabulary mean
     rows = model.lm.get_input_embeddings().weight
     assert rows[49152:].norm(dim=1).mean() < 0.5 * rows[:49152].norm(dim=1).mean()
+    # the embedding matrix is frozen, the special tokens' rows train on their own
+    assert model.rows.requires_grad and not rows.requires_grad
+    assert task.parameter_counts["trainable_parameters"] < task.parameter_counts["parameters"]
+    initial = model.rows.detach().clone()
     batch = lm.collate_lm([ex], tok.pad_token_id)
     torch.manual_seed(0)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
@@ -90,7 +94,8 @@ def test_smollm2_gguf_trains_with_states_and_saves_plain_safetensors(tmp_path):
         optimizer.zero_grad()
         losses.append(float(loss))
     assert losses[-1] < losses[0]
-    task.save(model, str(tmp_path))
+    assert not torch.equal(model.rows.detach(), initial)
+    task.save(model, str(tmp_path))  # merges the trained rows into the saved matrix
     assert (tmp_path / "model.safetensors").exists()
     assert not list(tmp_path.glob("*.gguf")) and not list(tmp_path.glob("*.bin"))
     again = AutoModelForCausalLM.from_pretrained(tmp_path, use_safetensors=True).eval()

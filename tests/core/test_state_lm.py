@@ -183,3 +183,41 @@ def test_freeze_bottom_layers_and_untie_embeddings(tok):
     assert not any(n.startswith("model.layers.0.") or "embed_tokens" in n for n in moved)
     with pytest.raises(ValueError, match="layers"):
         freeze(llama(tok), layers=9)
+
+
+def test_frozen_embeddings_still_train_the_special_rows_and_merge_them(tok):
+    model = llama(tok)
+    batch = batch_of(tok)
+    specials = [tok.convert_tokens_to_ids(t) for t in SPECIALS]
+    with torch.no_grad():
+        plain_loss = float(StateLM(model)(**batch))
+    freeze(model, layers=1, embeddings=True)
+    wrapped = StateLM(model, trainable_ids=specials).train()
+    assert wrapped.rows.shape == (len(specials), model.config.hidden_size)
+    # before training the separate rows are the matrix's own: same loss as the plain path
+    with torch.no_grad():
+        assert float(wrapped(**batch)) == pytest.approx(plain_loss, abs=1e-5)
+    matrix = model.get_input_embeddings().weight.detach().clone()
+    rows = wrapped.rows.detach().clone()
+    optimizer = torch.optim.SGD([p for p in wrapped.parameters() if p.requires_grad], lr=0.5)
+    for _ in range(2):
+        wrapped(**batch).backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    # the markers' and states' rows moved (<eos> is never an input before a label, <pad> masked)
+    moved = (wrapped.rows.detach() - rows).norm(dim=1)
+    slot = {t: int(wrapped.slot[tok.convert_tokens_to_ids(t)]) for t in SPECIALS}
+    assert all(moved[slot[t]] > 0 for t in SPECIALS if t not in ("<eos>", "<pad>"))
+    # ... the frozen matrix did not, until merged() writes the rows into it
+    assert torch.equal(model.get_input_embeddings().weight, matrix)
+    wrapped.eval()
+    with torch.no_grad():
+        trained = float(wrapped(**batch))
+        plain = wrapped.merged()
+        assert plain is model
+        weight = model.get_input_embeddings().weight
+        assert torch.equal(weight[specials], wrapped.rows.detach())
+        others = [i for i in range(len(tok)) if i not in specials]
+        assert torch.equal(weight[others], matrix[others])
+        # the merged plain model gives the trained loss through the generic state path
+        assert float(StateLM(plain)(**batch)) == pytest.approx(trained, abs=1e-5)
