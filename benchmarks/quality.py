@@ -12,7 +12,7 @@ Systems, per preset:
     .venv/bin/python benchmarks/quality.py run --preset configs/webnlg-smol.yaml --storage /tmp/q
     .venv/bin/python benchmarks/quality.py run --preset configs/webnlg-tiny.yaml --storage /tmp/q
     .venv/bin/python benchmarks/quality.py report --storage /tmp/q --out benchmarks/results
-    # only the fine-state run (FC and No_FC): add --no-coarse
+    # only the fine-state run (FC and No_FC): add --no-coarse; only the coarse one: --modes coarse
     # a seeded test sample (half seen, half unseen) with a run's models, when the CPU budget
     # cannot verbalize the whole split:
     .venv/bin/python benchmarks/quality.py sample --run /tmp/q/runs/webnlg-smol-fine \
@@ -44,7 +44,11 @@ def run(args) -> None:
     import yaml
 
     name = yaml.safe_load(Path(args.preset).read_text())["name"]
-    modes = ["fine"] if args.no_coarse else ["fine", "coarse"]
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    if args.no_coarse:
+        modes = [m for m in modes if m != "coarse"]
+    if not modes or set(modes) - {"fine", "coarse"}:
+        raise SystemExit(f"--modes: a comma list of fine and coarse, not {args.modes!r}")
     for mode in modes:
         cmd = [
             str(ROOT / ".venv" / "bin" / "datatuner"), "run", args.preset,
@@ -89,6 +93,22 @@ def collect(storage: Path, run_id: str) -> dict | None:
         "generate_wall_s": seconds,
         "generate_records_per_s": (gen.get("extra") or {}).get("records_per_s"),
     }
+
+
+def reference_coverage(storage: Path, run_id: str) -> dict | None:
+    """The coverage check on the human references (the first of each test record): what the
+    check reports for texts written by people, i.e. the floor a system is measured against."""
+    sys.path.insert(0, str(ROOT))
+    from datatuner_core import evaluate
+    from datatuner_core import storage as st
+
+    uri = str(storage / "runs" / run_id / "linearized")
+    if not (Path(uri) / "_manifest.json").exists():
+        return None
+    rows = [r for r in st.read_stage(uri).to_pylist() if r["split"] == "test" and r["references"]]
+    if not rows or not any(r.get("entities") for r in rows):
+        return None
+    return evaluate.coverage_error_rate(rows, lambda r: r["references"][0])
 
 
 def system_rows(fine: dict | None, coarse: dict | None) -> list[dict]:
@@ -157,11 +177,20 @@ def report(args) -> None:
                   "| system | BLEU | seen | unseen | chrF | coverage error (missing / halluc.) | "
                   + " | ".join(LABELS) + " |",
                   "|---|---|---|---|---|---|" + "---|" * len(LABELS)]  # fmt: skip
+        floor = reference_coverage(storage, any_run["run_id"]) if any_run else None
+        out["presets"][name]["reference_coverage"] = floor
+        if floor:
+            human = {"system": "human reference (first of each record)",
+                     "coverage_error": floor["error_rate"],
+                     "coverage_missing": floor["missing_rate"],
+                     "coverage_hallucinated": floor["hallucination_rate"]}  # fmt: skip
+            systems = [*systems, human]
         for s in systems:
-            counts = s["labels"] or {}
+            counts = s.get("labels") or {}
             lines.append(
-                f"| {s['system']} | {fmt(s['bleu'])} | {fmt(s['bleu_seen'])} | "
-                f"{fmt(s['bleu_unseen'])} | {fmt(s['chrf'])} | {fmt(s['coverage_error'], True)} "
+                f"| {s['system']} | {fmt(s.get('bleu'))} | {fmt(s.get('bleu_seen'))} | "
+                f"{fmt(s.get('bleu_unseen'))} | {fmt(s.get('chrf'))} | "
+                f"{fmt(s['coverage_error'], True)} "
                 f"({fmt(s['coverage_missing'], True)} / {fmt(s['coverage_hallucinated'], True)}) | "
                 + " | ".join(str(counts.get(label, "—")) for label in LABELS)
                 + " |"
@@ -235,6 +264,11 @@ def main(argv=None) -> int:
     r = sub.add_parser("run", help="train, generate and evaluate a preset (fine and coarse)")
     r.add_argument("--preset", required=True)
     r.add_argument("--storage", required=True)
+    r.add_argument(
+        "--modes",
+        default="fine,coarse",
+        help="which runs: fine (FC, No_FC) and/or coarse (No_FC_No_FS)",
+    )
     r.add_argument("--no-coarse", action="store_true", help="skip the No_FC_No_FS run")
     r.add_argument("--set", action="append", default=[], help="extra config override")
     p = sub.add_parser("report", help="assemble quality.md / quality.json from the runs")

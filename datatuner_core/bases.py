@@ -46,11 +46,16 @@ class Base:
     path: str
     gguf_file: str | None = None
 
-    def kwargs(self) -> dict:
-        """Keyword arguments for `from_pretrained` (GGUF or safetensors; never remote code)."""
+    def kwargs(self, weights: bool = True) -> dict:
+        """Keyword arguments for `from_pretrained`: never remote code; the GGUF file when there is
+        one; for weights (`weights=True`, not a config or tokenizer) safetensors only."""
         if self.gguf_file:
             return {"gguf_file": self.gguf_file, "trust_remote_code": False}
-        return {"use_safetensors": True, "trust_remote_code": False}
+        return (
+            {"use_safetensors": True, "trust_remote_code": False}
+            if weights
+            else {"trust_remote_code": False}
+        )
 
 
 def is_gguf(base: str) -> bool:
@@ -130,8 +135,7 @@ def load_config(base: str, storage_options: dict | None = None):
     from transformers import AutoConfig
 
     b = resolve(base, storage_options)
-    kwargs = {"gguf_file": b.gguf_file} if b.gguf_file else {}
-    return AutoConfig.from_pretrained(b.path, trust_remote_code=False, **kwargs)
+    return AutoConfig.from_pretrained(b.path, **b.kwargs(weights=False))
 
 
 def check(config) -> None:

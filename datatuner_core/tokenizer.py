@@ -80,8 +80,7 @@ def load_pretrained_tokenizer(base: str):
     from .bases import resolve
 
     b = resolve(base)
-    kwargs = {"gguf_file": b.gguf_file} if b.gguf_file else {}
-    tokenizer = AutoTokenizer.from_pretrained(b.path, trust_remote_code=False, **kwargs)
+    tokenizer = AutoTokenizer.from_pretrained(b.path, **b.kwargs(weights=False))
     if not getattr(tokenizer, "is_fast", False):
         raise ValueError(f"{base}: a fast (Rust) tokenizer is required")
     set_prefix_space(tokenizer.backend_tokenizer)

@@ -141,6 +141,14 @@ def test_quality_and_decoding_benchmarks_read_a_real_run(trained_run, tmp_path):
     fine = data["presets"]["sample"]["fine"]
     assert fine["lm_steps"] == 12 and 0.0 <= fine["classifier_macro_f1"] <= 1.0
     assert fine["generate_wall_s"] > 0 and "| FC |" in (out / "quality.md").read_text()
+    # the coverage check on the human references: the floor the systems are measured against
+    floor = data["presets"]["sample"]["reference_coverage"]
+    assert 0 < floor["records"] <= metrics["n"] and 0.0 <= floor["error_rate"] < 0.5
+    assert floor["entities"] > floor["records"]
+    assert "| human reference (first of each record) |" in (out / "quality.md").read_text()
+    with pytest.raises(SystemExit, match="--modes"):
+        quality.main(["run", "--preset", "configs/demo.yaml", "--storage", str(tmp_path),
+                      "--modes", "fine,medium"])  # fmt: skip
 
     lm_dir, clf_dir = root / "models" / "lm" / "run1", root / "models" / "classifier" / "run1"
     common = ["--run", str(root / "runs" / "run1"), "--lm", str(lm_dir),
