@@ -208,11 +208,41 @@ def report(args) -> None:
                     f"{minutes(run['generate_wall_s'])} ({fmt(run['generate_records_per_s'])}) |"
                 )
         lines.append("")
+    twins = [json.loads(Path(f).read_text()) | {"file": Path(f).name} for f in args.gpu_twin]
+    if twins:
+        out["gpu_twin"] = twins
+        lines += gpu_twin_lines(twins)
     target = Path(args.out)
     target.mkdir(parents=True, exist_ok=True)
     (target / "quality.md").write_text("\n".join(lines) + "\n")
     (target / "quality.json").write_text(json.dumps(out, indent=2) + "\n")
     print("\n".join(lines))
+
+
+def gpu_twin_lines(twins: list[dict]) -> list[str]:
+    """A table of `benchmarks/gpu_quality.py` results (the GPU twin, run without Ray): per run,
+    its top beam (No_FC, or No_FC_No_FS with coarse states) and its coverage-reranked text."""
+    lines = ["## GPU twin (benchmarks/gpu_quality.py: full fine-tune, bf16, no classifier)", "",
+             "| result file | device | states | epochs | system | BLEU | seen | unseen | chrF | "
+             "coverage error (missing / halluc.) | train s (tokens/s) | generate s |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for t in twins:
+        h, mode = t["headline"], t["args"].get("mode", "fine")
+        top_name = "No_FC_No_FS (top beam)" if mode == "coarse" else "No_FC (top beam)"
+        for system, bleu, seen, unseen, chrf, which in (
+            (top_name, h["bleu_top_beam"], t["top_beam"]["seen"], t["top_beam"]["unseen"], None,
+             "top_beam"),
+            ("coverage rerank", h["bleu"], h["bleu_seen"], h["bleu_unseen"], h["chrf"], "chosen"),
+        ):  # fmt: skip
+            cov = (t.get("coverage") or {}).get(which) or {}
+            lines.append(
+                f"| {t['file']} | {t['device']} | {mode} | {t['train']['epochs']} | {system} | "
+                f"{fmt(bleu)} | {fmt(seen)} | {fmt(unseen)} | {fmt(chrf)} | "
+                f"{fmt(cov.get('error_rate'), True)} ({fmt(cov.get('missing_rate'), True)} / "
+                f"{fmt(cov.get('hallucination_rate'), True)}) | {t['train']['seconds']} "
+                f"({t['train']['tokens_per_s']}) | {t['generate']['seconds']} |"
+            )
+    return [*lines, ""]
 
 
 def sample(args) -> None:
@@ -274,6 +304,8 @@ def main(argv=None) -> int:
     p = sub.add_parser("report", help="assemble quality.md / quality.json from the runs")
     p.add_argument("--storage", required=True)
     p.add_argument("--out", default="benchmarks/results")
+    p.add_argument("--gpu-twin", nargs="*", default=[], metavar="JSON",
+                   help="benchmarks/gpu_quality.py results to add as a table")  # fmt: skip
     s = sub.add_parser("sample", help="generate + rerank + evaluate a seeded test sample")
     s.add_argument("--run", required=True, help="a run folder (its linearized stage)")
     s.add_argument("--lm", required=True)

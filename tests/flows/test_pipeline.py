@@ -129,7 +129,8 @@ def test_quality_and_decoding_benchmarks_read_a_real_run(trained_run, tmp_path):
         (store / part).mkdir(parents=True)
         os.symlink(root / part / "run1", store / part / "sample-fine")
     out = tmp_path / "out"
-    quality.main(["report", "--storage", str(store), "--out", str(out)])
+    twin = "benchmarks/results/gpu-h200-smol-fine-1ep.json"  # a gpu_quality.py result
+    quality.main(["report", "--storage", str(store), "--out", str(out), "--gpu-twin", twin])
     data = json.loads((out / "quality.json").read_text())
     systems = {s["system"]: s for s in data["presets"]["sample"]["systems"]}
     assert set(systems) == {"FC", "No_FC"}  # no coarse run here
@@ -146,6 +147,10 @@ def test_quality_and_decoding_benchmarks_read_a_real_run(trained_run, tmp_path):
     assert 0 < floor["records"] <= metrics["n"] and 0.0 <= floor["error_rate"] < 0.5
     assert floor["entities"] > floor["records"]
     assert "| human reference (first of each record) |" in (out / "quality.md").read_text()
+    twin_rows = [line for line in (out / "quality.md").read_text().splitlines()
+                 if line.startswith("| gpu-h200-smol-fine-1ep.json |")]  # fmt: skip
+    assert len(twin_rows) == 2 and "| No_FC (top beam) | 51.99 |" in twin_rows[0]
+    assert data["gpu_twin"][0]["headline"]["bleu"] > 50
     with pytest.raises(SystemExit, match="--modes"):
         quality.main(["run", "--preset", "configs/demo.yaml", "--storage", str(tmp_path),
                       "--modes", "fine,medium"])  # fmt: skip
