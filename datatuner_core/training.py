@@ -608,7 +608,7 @@ def train_with_ray(
     best = latest if best_checkpoint == result.checkpoint else _load_state(best_checkpoint)
     card = _training_card(task, cfg, data, latest, best, num_workers, use_gpu, started)
     card.update({"output": output_uri, "run": f"{run_dir}/{run_name}", **(card_extra or {})})
-    export_model(task, best["model"], card, output_uri, storage_options)
+    export_model(task, best["model"], card, output_uri, storage_options)  # adds parameter counts
     return card
 
 
@@ -674,7 +674,7 @@ def export_model(task, state_dict, card: dict, output_uri: str, storage_options=
     model.load_state_dict(state_dict)
     counts = getattr(task, "parameter_counts", None)
     if counts:  # total / trainable parameters as trained (freezing leaves most of a base fixed)
-        card = {**card, "parameters": counts}
+        card["parameters"] = counts  # the caller's card: what it returns is what is written
     with tempfile.TemporaryDirectory(prefix="datatuner-export-") as tmp:
         task.save(model, tmp)
         put_directory(tmp, output_uri, storage_options)

@@ -104,6 +104,8 @@ def test_two_worker_run_writes_model_and_card(fresh_run, lm_task):
     _, train, val = lm_task
     assert card == json.loads((out / training.CARD_FILE).read_text())
     assert card["workers"] == 2 and card["device"] == "cpu"
+    counts = card["parameters"]  # nothing frozen in the tiny LM: every parameter trains
+    assert counts["parameters"] == counts["trainable_parameters"] > 0
     m = card["metrics"]
     assert m["steps"] == 4 and m["stopped"] == "max_steps" and len(m["train_loss"]) == 4
     assert m["train_tokens"] > 0 and m["tokens_per_s"] > 0
