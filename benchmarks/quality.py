@@ -19,13 +19,19 @@ Systems, per preset:
         --lm /tmp/q/models/lm/webnlg-smol-fine \
         --classifier /tmp/q/models/classifier/webnlg-smol-fine --records 300 \
         --beams 3 --coverage --out /tmp/q/sample.json
+    # re-choose a finished run's beams with another classifier (minutes, not the LM's half
+    # hour): train one on the run's corruptions with more steps, or name one with --classifier
+    .venv/bin/python benchmarks/quality.py rescore --storage /tmp/q --run webnlg-smol-fine \
+        --label clf1200 --set classifier.max_steps=1200
 
 `run` calls `datatuner run PRESET --run-id {name}-fine|{name}-coarse` (extra `--set` overrides
 pass through; the test split is never used to choose anything: decoding knobs come from the preset,
 tuned on dev with `benchmarks/decoding.py`). `report` reads every `{name}-fine` / `{name}-coarse`
 run under `--storage/runs` and writes `quality.md` + `quality.json`: BLEU all / seen / unseen
 (WebNLG), chrF, the predicted-label distribution, the coverage error rate, the classifier's
-macro-F1 on the held-out corruption split, and training / generation wall times.
+macro-F1 on the held-out corruption split, and training / generation wall times. `rescore` adds
+an FC row per classifier it was given (`runs/{run}/rescored/{label}/`: the same candidates,
+rescored and re-chosen).
 """
 
 from __future__ import annotations
@@ -111,8 +117,83 @@ def reference_coverage(storage: Path, run_id: str) -> dict | None:
     return evaluate.coverage_error_rate(rows, lambda r: r["references"][0])
 
 
-def system_rows(fine: dict | None, coarse: dict | None) -> list[dict]:
-    """FC / No_FC from the fine run, No_FC_No_FS from the coarse run's top beam."""
+def rescore(args) -> None:
+    """Re-choose a finished run's candidates with another classifier: every candidate of
+    `runs/{run}/generations` is rescored and each record re-chosen by the preset's reranking;
+    the texts go to `runs/{run}/rescored/{label}/generations` (a stage, read == written) and its
+    report beside it. Without --classifier, one is first trained on the run's corruption stage
+    with the preset's classifier settings and the --set overrides, to
+    `models/classifier/{run}-{label}` (what a longer classifier budget buys, without
+    regenerating)."""
+    import time
+
+    sys.path.insert(0, str(ROOT))
+    from datatuner_core import evaluate, storage
+    from datatuner_core import report as reports
+    from datatuner_core.classifier import FidelityScorer, train_classifier
+    from datatuner_core.config import load_config
+    from datatuner_core.generate import score_and_choose
+    from datatuner_core.schema import GENERATIONS
+
+    root = Path(args.storage)
+    run_dir = root / "runs" / args.run
+    preset = args.preset or str(run_dir / "config.json")  # the run's own settings (JSON is YAML)
+    config = load_config(preset, [f"storage={root}", *args.set])
+    classifier = args.classifier
+    if classifier is None:
+        classifier = str(root / "models" / "classifier" / f"{args.run}-{args.label}")
+        special = storage.read_manifest(str(run_dir / "linearized"))["extra"]["special_tokens"]
+        train_classifier(str(run_dir / "corruptions"), classifier, config.classifier, special)
+    source = str(run_dir / "generations")
+    rows = storage.read_stage(source).to_pylist()
+    for r in rows:
+        for c in r["candidates"]:
+            c["fidelity_label"] = c["fidelity_score"] = None
+    started = time.time()
+    g = config.generate
+    score_and_choose(
+        rows, FidelityScorer(classifier), rerank=True, coverage=g.coverage, weight=g.weight,
+        batch_size=max(g.batch_size, 32),
+    )  # fmt: skip
+    seconds = round(time.time() - started, 1)
+    out = run_dir / "rescored" / args.label
+    writer = storage.StageWriter(str(out / "generations"), "generate", GENERATIONS)
+    for r in rows:
+        writer.add(r)
+        writer.stats.read += 1
+        writer.stats.written += 1
+        writer.stats.records += 1
+    inputs = [{"uri": source, "fingerprint": storage.read_manifest(source)["fingerprint"]},
+              {"classifier": classifier}]  # fmt: skip
+    fp = storage.fingerprint("rescore", inputs, g.model_dump())
+    writer.commit(inputs=inputs, fingerprint=fp, config=g.model_dump(), extra={"seconds": seconds})
+    metrics = evaluate.evaluate_stage(str(out / "generations"))
+    reports.write_report(metrics, str(out / "report"), title=f"{args.run} rescored {args.label}")
+    info = {"run": args.run, "label": args.label, "classifier": classifier,
+            "rescore_seconds": seconds, "headline": evaluate.headline(metrics)}  # fmt: skip
+    (out / "rescore.json").write_text(json.dumps(info, indent=2) + "\n")
+    print(json.dumps(info, indent=2))
+
+
+def rescored(storage: Path, run_id: str) -> list[dict]:
+    """The `rescore` results of a run: FC rows with other classifiers (sorted by label)."""
+    found = []
+    for info_file in sorted((storage / "runs" / run_id / "rescored").glob("*/rescore.json")):
+        info = json.loads(info_file.read_text())
+        metrics = _json(info_file.parent / "report" / "metrics.json")
+        clf = Path(info["classifier"])
+        card, clf_eval = _json(clf / "training_card.json") or {}, _json(clf / "eval.json") or {}
+        found.append({**info, "metrics": metrics,
+                      "classifier_steps": card.get("metrics", {}).get("steps"),
+                      "classifier_wall_s": card.get("metrics", {}).get("wall_seconds"),
+                      "classifier_macro_f1": clf_eval.get("macro_f1"),
+                      "classifier_accuracy": clf_eval.get("accuracy")})  # fmt: skip
+    return found
+
+
+def system_rows(fine: dict | None, coarse: dict | None, extra: list[dict] = ()) -> list[dict]:
+    """FC / No_FC from the fine run, No_FC_No_FS from the coarse run's top beam, and an FC row
+    per `rescore` result of the fine run (`extra`)."""
     rows = []
 
     def row(system: str, run: dict, which: str) -> dict:
@@ -144,6 +225,9 @@ def system_rows(fine: dict | None, coarse: dict | None) -> list[dict]:
     if fine:
         rows.append(row("No_FC", fine, "top_beam"))
         rows.append(row("FC", fine, "chosen"))
+    for r in extra:
+        if r.get("metrics"):
+            rows.append(row(f"FC (classifier {r['label']})", r, "chosen"))
     return rows
 
 
@@ -168,8 +252,10 @@ def report(args) -> None:
     lines = ["# Quality report (the paper's ablation)", ""]
     for name in names:
         fine, coarse = collect(storage, f"{name}-fine"), collect(storage, f"{name}-coarse")
-        systems = system_rows(fine, coarse)
-        out["presets"][name] = {"fine": fine, "coarse": coarse, "systems": systems}
+        again = rescored(storage, f"{name}-fine")
+        systems = system_rows(fine, coarse, again)
+        out["presets"][name] = {"fine": fine, "coarse": coarse, "systems": systems,
+                                "rescored": again}  # fmt: skip
         any_run = fine or coarse or {}
         base, clf_base = any_run.get("lm_base"), any_run.get("classifier_base")
         lines += [f"## {name} (LM {base}, classifier {clf_base})",
@@ -207,6 +293,13 @@ def report(args) -> None:
                     f"{fmt(run['classifier_majority'])}) | {minutes(run['classifier_wall_s'])} | "
                     f"{minutes(run['generate_wall_s'])} ({fmt(run['generate_records_per_s'])}) |"
                 )
+        for r in again:
+            lines.append(
+                f"| {r['run']} rescored {r['label']} (same beams) | | | | | "
+                f"{fmt(r['classifier_macro_f1'])} ({fmt(r['classifier_accuracy'])}; "
+                f"{fmt(r['classifier_steps'])} steps) | {minutes(r['classifier_wall_s'])} | "
+                f"rescore {minutes(r['rescore_seconds'])} |"
+            )
         lines.append("")
     twins = [json.loads(Path(f).read_text()) | {"file": Path(f).name} for f in args.gpu_twin]
     if twins:
@@ -318,8 +411,15 @@ def main(argv=None) -> int:
     s.add_argument("--threads", type=int, default=2)
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--out", required=True)
+    q = sub.add_parser("rescore", help="re-choose a run's beams with another classifier")
+    q.add_argument("--storage", required=True)
+    q.add_argument("--run", required=True, help="a run id under --storage/runs (e.g. NAME-fine)")
+    q.add_argument("--preset", help="config for reranking and classifier keys (default: the run's)")
+    q.add_argument("--label", required=True, help="names the result: rescored/{label}")
+    q.add_argument("--classifier", help="a classifier version folder (default: train one)")
+    q.add_argument("--set", action="append", default=[], help="config override (classifier.*)")
     args = parser.parse_args(argv)
-    {"run": run, "report": report, "sample": sample}[args.command](args)
+    {"run": run, "report": report, "sample": sample, "rescore": rescore}[args.command](args)
     return 0
 
 

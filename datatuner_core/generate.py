@@ -239,24 +239,10 @@ class Generator:
         }
 
     def _score_and_choose(self, rows: list[dict]) -> None:
-        """Classify every candidate (in one batched pass), then choose each row's text."""
-        if self.scorer is not None:  # candidates scored before (a re-choice) are not rescored
-            todo = [(r, c) for r in rows for c in r["candidates"] if c["fidelity_label"] is None]
-            pairs = [(r["linearized"], c["text"]) for r, c in todo]
-            scored = self.scorer.score(pairs, batch_size=max(self.batch_size, 32)) if pairs else []
-            for (_, c), s in zip(todo, scored, strict=True):
-                c["fidelity_label"], c["fidelity_score"] = s["label"], s["p_accurate"]
-        for r in rows:
-            missing = None
-            if self.rerank and self.coverage:
-                missing = [missing_entities(c["text"], r["entities"]) for c in r["candidates"]]
-            order = rerank_candidates(r["candidates"], self.weight, missing) if self.rerank else [0]
-            chosen = r["candidates"][order[0]]
-            r["text"], r["lm_score"] = chosen["text"], chosen["lm_score"]
-            r["fidelity_label"], r["fidelity_score"] = (
-                chosen["fidelity_label"],
-                chosen["fidelity_score"],
-            )
+        score_and_choose(
+            rows, self.scorer, rerank=self.rerank, coverage=self.coverage, weight=self.weight,
+            batch_size=max(self.batch_size, 32),
+        )  # fmt: skip
 
     def __call__(self, batch):
         """Ray Data entry point: a pyarrow batch of linearized rows → a generations table."""
@@ -265,6 +251,36 @@ class Generator:
         from .schema import GENERATIONS
 
         return pa.Table.from_pylist(self.generate_rows(batch.to_pylist()), schema=GENERATIONS)
+
+
+def score_and_choose(
+    rows: list[dict], scorer=None, *, rerank: bool = True, coverage: bool = False,
+    weight: float = 1.0, batch_size: int = 32,
+) -> None:  # fmt: skip
+    """Classify every candidate of `rows` (generations rows) in one batched pass with `scorer`
+    (a `FidelityScorer`; candidates that carry a label already are not rescored), then set each
+    row's text, scores and label from its chosen candidate: the top beam without `rerank`, else
+    `rerank_candidates` (with the coverage check first when `coverage`). Rows are changed in
+    place. Clearing the candidates' `fidelity_label` first re-chooses with another classifier."""
+    if scorer is not None:
+        todo = [(r, c) for r in rows for c in r["candidates"] if c["fidelity_label"] is None]
+        pairs = [(r["linearized"], c["text"]) for r, c in todo]
+        scored = scorer.score(pairs, batch_size=batch_size) if pairs else []
+        for (_, c), s in zip(todo, scored, strict=True):
+            c["fidelity_label"], c["fidelity_score"] = s["label"], s["p_accurate"]
+    for r in rows:
+        if not r["candidates"]:
+            continue
+        missing = None
+        if rerank and coverage:
+            missing = [missing_entities(c["text"], r["entities"]) for c in r["candidates"]]
+        order = rerank_candidates(r["candidates"], weight, missing) if rerank else [0]
+        chosen = r["candidates"][order[0]]
+        r["text"], r["lm_score"] = chosen["text"], chosen["lm_score"]
+        r["fidelity_label"], r["fidelity_score"] = (
+            chosen["fidelity_label"],
+            chosen["fidelity_score"],
+        )
 
 
 def generate_stage(

@@ -128,14 +128,31 @@ def test_quality_and_decoding_benchmarks_read_a_real_run(trained_run, tmp_path):
     for part in ("runs", "models/lm", "models/classifier"):
         (store / part).mkdir(parents=True)
         os.symlink(root / part / "run1", store / part / "sample-fine")
+    # rescore: the run's beams re-chosen with a classifier; with the run's own classifier the
+    # texts are the run's, and the report gains that FC row beside the original one
+    clf_dir = root / "models" / "classifier" / "run1"
+    quality.main(["rescore", "--storage", str(store), "--run", "sample-fine", "--label", "same",
+                  "--classifier", str(clf_dir)])  # fmt: skip
+    again = storage.read_stage(str(store / "runs" / "sample-fine" / "rescored" / "same"
+                                   / "generations")).to_pylist()  # fmt: skip
+    first = {r["id"]: r for r in storage.read_stage(summary["generations"]).to_pylist()}
+    assert len(again) == 30 and {r["id"] for r in again} == set(first)
+    for r in again:
+        assert r["text"] == first[r["id"]]["text"]
+        assert r["fidelity_label"] == first[r["id"]]["fidelity_label"]
+        assert [c["fidelity_label"] for c in r["candidates"]] == [
+            c["fidelity_label"] for c in first[r["id"]]["candidates"]
+        ]
     out = tmp_path / "out"
     twin = "benchmarks/results/gpu-h200-smol-fine-1ep.json"  # a gpu_quality.py result
     quality.main(["report", "--storage", str(store), "--out", str(out), "--gpu-twin", twin])
     data = json.loads((out / "quality.json").read_text())
     systems = {s["system"]: s for s in data["presets"]["sample"]["systems"]}
-    assert set(systems) == {"FC", "No_FC"}  # no coarse run here
+    assert set(systems) == {"FC", "No_FC", "FC (classifier same)"}  # no coarse run here
     metrics = summary["metrics"]
-    assert systems["FC"]["bleu"] == metrics["bleu"]
+    assert systems["FC"]["bleu"] == metrics["bleu"] == systems["FC (classifier same)"]["bleu"]
+    assert systems["FC (classifier same)"]["labels"] == systems["FC"]["labels"]
+    assert "| sample-fine rescored same (same beams) |" in (out / "quality.md").read_text()
     assert systems["No_FC"]["bleu"] == metrics["bleu_top_beam"]
     assert systems["FC"]["coverage_error"] == metrics["coverage_error"]
     assert sum(systems["FC"]["labels"].values()) == 30
