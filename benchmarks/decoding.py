@@ -41,6 +41,7 @@ def main(argv=None) -> int:
     )
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--batch-size", type=int, default=16, help="records per beam search")
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
 
@@ -58,7 +59,7 @@ def main(argv=None) -> int:
         int8 = bool(rest and rest[0] == "int8")
         gen = Generator(
             args.lm, args.classifier, beams=int(beams), max_new_tokens=args.max_new_tokens,
-            batch_size=16, rerank=True, length_penalty=float(penalty),
+            batch_size=args.batch_size, rerank=True, length_penalty=float(penalty),
             no_repeat_ngram=int(ngram), int8=int8, threads=args.threads,
         )  # fmt: skip
         started = time.time()

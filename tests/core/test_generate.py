@@ -43,11 +43,14 @@ def test_llama_beams_float_and_int8(llama_dir):
         assert scores == sorted(scores, reverse=True) and r["text"] == r["candidates"][0]["text"]
     quantized = Generator(llama_dir, None, beams=3, max_new_tokens=6, rerank=False, int8=True)
     dynamic = torch.ao.nn.quantized.dynamic.Linear
-    assert sum(isinstance(m, dynamic) for m in quantized.model.modules()) == 2 * 7 + 1
+    # 2 blocks x (q, k, v, o, gate, up) quantized; the MLP output projections (activation
+    # outliers) and the output head stay float
+    assert sum(isinstance(m, dynamic) for m in quantized.model.modules()) == 2 * 6
+    kept = sorted(n for n, m in quantized.model.named_modules() if type(m) is torch.nn.Linear)
+    assert kept == ["lm_head", "model.layers.0.mlp.down_proj", "model.layers.1.mlp.down_proj"]
     rows8 = quantized.generate_rows(ROWS[:2])
     assert [len(r["candidates"]) for r in rows8] == [3, 3]
     assert all(r["error"] is None and r["text"] is not None for r in rows8)
-    assert not any(isinstance(m, torch.nn.Linear) for m in quantized.model.modules())
 
 
 def test_greedy_gives_one_candidate_with_its_normalised_score(llama_dir):
