@@ -124,7 +124,8 @@ def rescore(args) -> None:
     report beside it. Without --classifier, one is first trained on the run's corruption stage
     with the preset's classifier settings and the --set overrides, to
     `models/classifier/{run}-{label}` (what a longer classifier budget buys, without
-    regenerating)."""
+    regenerating). --coverage-only chooses by the coverage check and then the LM score alone
+    (what the classifier's labels add over the check)."""
     import time
 
     sys.path.insert(0, str(ROOT))
@@ -139,8 +140,8 @@ def rescore(args) -> None:
     run_dir = root / "runs" / args.run
     preset = args.preset or str(run_dir / "config.json")  # the run's own settings (JSON is YAML)
     config = load_config(preset, [f"storage={root}", *args.set])
-    classifier = args.classifier
-    if classifier is None:
+    classifier = None if args.coverage_only else args.classifier
+    if classifier is None and not args.coverage_only:
         classifier = str(root / "models" / "classifier" / f"{args.run}-{args.label}")
         special = storage.read_manifest(str(run_dir / "linearized"))["extra"]["special_tokens"]
         train_classifier(str(run_dir / "corruptions"), classifier, config.classifier, special)
@@ -152,7 +153,8 @@ def rescore(args) -> None:
     started = time.time()
     g = config.generate
     score_and_choose(
-        rows, FidelityScorer(classifier), rerank=True, coverage=g.coverage, weight=g.weight,
+        rows, FidelityScorer(classifier) if classifier else None, rerank=True,
+        coverage=g.coverage or args.coverage_only, weight=g.weight,
         batch_size=max(g.batch_size, 32),
     )  # fmt: skip
     seconds = round(time.time() - started, 1)
@@ -181,7 +183,7 @@ def rescored(storage: Path, run_id: str) -> list[dict]:
     for info_file in sorted((storage / "runs" / run_id / "rescored").glob("*/rescore.json")):
         info = json.loads(info_file.read_text())
         metrics = _json(info_file.parent / "report" / "metrics.json")
-        clf = Path(info["classifier"])
+        clf = Path(info["classifier"] or "-")  # None: --coverage-only
         card, clf_eval = _json(clf / "training_card.json") or {}, _json(clf / "eval.json") or {}
         found.append({**info, "metrics": metrics,
                       "classifier_steps": card.get("metrics", {}).get("steps"),
@@ -227,7 +229,8 @@ def system_rows(fine: dict | None, coarse: dict | None, extra: list[dict] = ()) 
         rows.append(row("FC", fine, "chosen"))
     for r in extra:
         if r.get("metrics"):
-            rows.append(row(f"FC (classifier {r['label']})", r, "chosen"))
+            name = f"FC (classifier {r['label']})" if r.get("classifier") else "coverage rerank"
+            rows.append(row(name, r, "chosen"))
     return rows
 
 
@@ -418,6 +421,8 @@ def main(argv=None) -> int:
     q.add_argument("--label", required=True, help="names the result: rescored/{label}")
     q.add_argument("--classifier", help="a classifier version folder (default: train one)")
     q.add_argument("--set", action="append", default=[], help="config override (classifier.*)")
+    q.add_argument("--coverage-only", action="store_true",
+                   help="no classifier: the coverage check, then the LM score")  # fmt: skip
     args = parser.parse_args(argv)
     {"run": run, "report": report, "sample": sample, "rescore": rescore}[args.command](args)
     return 0

@@ -143,12 +143,23 @@ def test_quality_and_decoding_benchmarks_read_a_real_run(trained_run, tmp_path):
         assert [c["fidelity_label"] for c in r["candidates"]] == [
             c["fidelity_label"] for c in first[r["id"]]["candidates"]
         ]
+    # --coverage-only: fewest missing entities, then the best LM score; no classifier
+    quality.main(["rescore", "--storage", str(store), "--run", "sample-fine", "--label", "cov",
+                  "--coverage-only"])  # fmt: skip
+    from datatuner_core.rerank import missing_entities
+
+    for r in storage.read_stage(str(store / "runs" / "sample-fine" / "rescored" / "cov"
+                                     / "generations")).to_pylist():  # fmt: skip
+        best = min((missing_entities(c["text"], r["entities"]), -c["lm_score"])
+                   for c in r["candidates"])  # fmt: skip
+        assert (missing_entities(r["text"], r["entities"]), -r["lm_score"]) == best
+        assert r["fidelity_label"] is None
     out = tmp_path / "out"
     twin = "benchmarks/results/gpu-h200-smol-fine-1ep.json"  # a gpu_quality.py result
     quality.main(["report", "--storage", str(store), "--out", str(out), "--gpu-twin", twin])
     data = json.loads((out / "quality.json").read_text())
     systems = {s["system"]: s for s in data["presets"]["sample"]["systems"]}
-    assert set(systems) == {"FC", "No_FC", "FC (classifier same)"}  # no coarse run here
+    assert set(systems) == {"FC", "No_FC", "FC (classifier same)", "coverage rerank"}
     metrics = summary["metrics"]
     assert systems["FC"]["bleu"] == metrics["bleu"] == systems["FC (classifier same)"]["bleu"]
     assert systems["FC (classifier same)"]["labels"] == systems["FC"]["labels"]
