@@ -215,7 +215,7 @@ def system_rows(fine: dict | None, coarse: dict | None, extra: list[dict] = ()) 
             "bleu_seen": split("seen"),
             "bleu_unseen": split("unseen"),
             "chrf": part.get("chrf"),
-            "labels": fidelity.get("counts"),
+            "labels": fidelity.get("counts") if fidelity.get("labelled") else None,
             "coverage_error": coverage.get("error_rate"),
             "coverage_missing": coverage.get("missing_rate"),
             "coverage_hallucinated": coverage.get("hallucination_rate"),
