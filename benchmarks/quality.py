@@ -296,7 +296,7 @@ def report(args) -> None:
                     f"{fmt(run['classifier_majority'])}) | {minutes(run['classifier_wall_s'])} | "
                     f"{minutes(run['generate_wall_s'])} ({fmt(run['generate_records_per_s'])}) |"
                 )
-        for r in again:
+        for r in (r for r in again if r.get("classifier")):  # coverage-only has no classifier
             lines.append(
                 f"| {r['run']} rescored {r['label']} (same beams) | | | | | "
                 f"{fmt(r['classifier_macro_f1'])} ({fmt(r['classifier_accuracy'])}; "
