@@ -140,7 +140,7 @@ def rescore(args) -> None:
     run_dir = root / "runs" / args.run
     preset = args.preset or str(run_dir / "config.json")  # the run's own settings (JSON is YAML)
     config = load_config(preset, [f"storage={root}", *args.set])
-    classifier = None if args.coverage_only else args.classifier
+    classifier = args.classifier
     if classifier is None and not args.coverage_only:
         classifier = str(root / "models" / "classifier" / f"{args.run}-{args.label}")
         special = storage.read_manifest(str(run_dir / "linearized"))["extra"]["special_tokens"]
@@ -419,9 +419,10 @@ def main(argv=None) -> int:
     q.add_argument("--run", required=True, help="a run id under --storage/runs (e.g. NAME-fine)")
     q.add_argument("--preset", help="config for reranking and classifier keys (default: the run's)")
     q.add_argument("--label", required=True, help="names the result: rescored/{label}")
-    q.add_argument("--classifier", help="a classifier version folder (default: train one)")
+    which = q.add_mutually_exclusive_group()
+    which.add_argument("--classifier", help="a classifier version folder (default: train one)")
     q.add_argument("--set", action="append", default=[], help="config override (classifier.*)")
-    q.add_argument("--coverage-only", action="store_true",
+    which.add_argument("--coverage-only", action="store_true",
                    help="no classifier: the coverage check, then the LM score")  # fmt: skip
     args = parser.parse_args(argv)
     {"run": run, "report": report, "sample": sample, "rescore": rescore}[args.command](args)
