@@ -67,7 +67,7 @@ def main(argv=None) -> int:
         seconds = time.time() - started
         for coverage in (False, True):
             gen.coverage = coverage
-            gen._score_and_choose([r for r in out if r["candidates"]])  # re-choose
+            gen._score_and_choose(out)  # re-choose
             m = evaluate.evaluate_generations(out)
             results.append({
                 "beams": int(beams), "length_penalty": float(penalty),

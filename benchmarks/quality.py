@@ -69,6 +69,19 @@ def _json(path: Path) -> dict | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
+def classifier_figures(folder: Path | None) -> dict:
+    """A classifier version's steps, wall time and held-out figures (all None without one)."""
+    card = (_json(folder / "training_card.json") or {}) if folder else {}
+    held_out = (_json(folder / "eval.json") or {}) if folder else {}
+    return {
+        "classifier_steps": card.get("metrics", {}).get("steps"),
+        "classifier_wall_s": card.get("metrics", {}).get("wall_seconds"),
+        "classifier_macro_f1": held_out.get("macro_f1"),
+        "classifier_accuracy": held_out.get("accuracy"),
+        "classifier_majority": held_out.get("majority_baseline"),
+    }
+
+
 def collect(storage: Path, run_id: str) -> dict | None:
     """The figures of one run (None if it has no report yet)."""
     run_dir = storage / "runs" / run_id
@@ -77,8 +90,6 @@ def collect(storage: Path, run_id: str) -> dict | None:
         return None
     config = _json(run_dir / "config.json") or {}
     lm_card = _json(storage / "models" / "lm" / run_id / "training_card.json") or {}
-    clf_card = _json(storage / "models" / "classifier" / run_id / "training_card.json") or {}
-    clf_eval = _json(storage / "models" / "classifier" / run_id / "eval.json") or {}
     gen = _json(run_dir / "generations" / "_manifest.json") or {}
     seconds = (gen.get("timings") or {}).get("seconds")
     return {
@@ -92,10 +103,7 @@ def collect(storage: Path, run_id: str) -> dict | None:
         "lm_tokens_per_s": lm_card.get("metrics", {}).get("tokens_per_s"),
         "lm_steps": lm_card.get("metrics", {}).get("steps"),
         "lm_val_ppl": (lm_card.get("metrics", {}).get("best") or {}).get("val_ppl"),
-        "classifier_wall_s": clf_card.get("metrics", {}).get("wall_seconds"),
-        "classifier_macro_f1": clf_eval.get("macro_f1"),
-        "classifier_accuracy": clf_eval.get("accuracy"),
-        "classifier_majority": clf_eval.get("majority_baseline"),
+        **classifier_figures(storage / "models" / "classifier" / run_id),
         "generate_wall_s": seconds,
         "generate_records_per_s": (gen.get("extra") or {}).get("records_per_s"),
     }
@@ -183,13 +191,8 @@ def rescored(storage: Path, run_id: str) -> list[dict]:
     for info_file in sorted((storage / "runs" / run_id / "rescored").glob("*/rescore.json")):
         info = json.loads(info_file.read_text())
         metrics = _json(info_file.parent / "report" / "metrics.json")
-        clf = Path(info["classifier"] or "-")  # None: --coverage-only
-        card, clf_eval = _json(clf / "training_card.json") or {}, _json(clf / "eval.json") or {}
-        found.append({**info, "metrics": metrics,
-                      "classifier_steps": card.get("metrics", {}).get("steps"),
-                      "classifier_wall_s": card.get("metrics", {}).get("wall_seconds"),
-                      "classifier_macro_f1": clf_eval.get("macro_f1"),
-                      "classifier_accuracy": clf_eval.get("accuracy")})  # fmt: skip
+        folder = Path(info["classifier"]) if info["classifier"] else None  # --coverage-only
+        found.append({**info, "metrics": metrics, **classifier_figures(folder)})
     return found
 
 

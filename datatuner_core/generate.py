@@ -213,7 +213,7 @@ class Generator:
                     out[i] = self._row(rows[i], None, truncated=truncated, error=beams)
                 else:
                     out[i] = self._row(rows[i], beams, truncated=truncated, error=None)
-        self._score_and_choose([r for r in out if r["candidates"]])
+        self._score_and_choose(out)  # rows without candidates keep their error
         return out
 
     def _generate_chunk(self, chunk) -> list:
@@ -278,7 +278,8 @@ def score_and_choose(
     (a `FidelityScorer`; candidates that carry a label already are not rescored), then set each
     row's text, scores and label from its chosen candidate: the top beam without `rerank`, else
     `rerank_candidates` (with the coverage check first when `coverage`). Rows are changed in
-    place. Clearing the candidates' `fidelity_label` first re-chooses with another classifier."""
+    place; a row without candidates (a failed generation) is left as it is. Clearing the
+    candidates' `fidelity_label` first re-chooses with another classifier."""
     if scorer is not None:
         todo = [(r, c) for r in rows for c in r["candidates"] if c["fidelity_label"] is None]
         pairs = [(r["linearized"], c["text"]) for r, c in todo]
