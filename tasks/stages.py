@@ -1,7 +1,8 @@
 """Thin Prefect tasks, one per core stage function: retries, logging, artifacts.
 
-Caching: every stage function fingerprints its inputs (files' size and mtime/ETag, the upstream
-stage's fingerprint, the options, the code version) and skips itself when the manifest at its
+Caching: every stage function fingerprints its inputs (files' size and content, from the store's
+ETag or a SHA-256 of the bytes, never the modification time; the upstream stage's fingerprint,
+the options, the code version) and skips itself when the manifest at its
 output carries the same fingerprint. That fingerprint is the cache key, checked against the
 output itself, so a deleted or half-written output is recomputed (a Prefect result cache could
 not know that). Prefect's own cache is therefore off (`cache_policy=NONE`).

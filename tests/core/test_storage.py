@@ -116,6 +116,32 @@ def test_current_manifest_and_fingerprint(tmp_path):
     assert storage.fingerprint({"a": 1, "b": 2}) == storage.fingerprint({"b": 2, "a": 1})
 
 
+def test_inputs_are_identified_by_content_not_by_modification_time(tmp_path):
+    import hashlib
+    import os
+
+    from datatuner_core.ingest import ingest
+
+    data = tmp_path / "in.jsonl"
+    data.write_text('{"triples": [["A", "p", "B"]], "references": ["A p B."]}\n')
+    (stamp,) = storage.input_fingerprint([str(data)])
+    assert stamp["size"] == data.stat().st_size
+    assert stamp["stamp"] == "sha256:" + hashlib.sha256(data.read_bytes()).hexdigest()
+    out = str(tmp_path / "records")
+    assert not ingest("jsonl", str(data), out).get("skipped")
+    # a re-copy of the same bytes (new modification time) keeps the cache key: skipped
+    os.utime(data, (1_000_000_000, 1_000_000_000))
+    assert storage.input_fingerprint([str(data)]) == [stamp]
+    assert ingest("jsonl", str(data), out)["skipped"] is True
+    # new content of the same size, even with the old time back, re-runs the stage
+    data.write_text('{"triples": [["A", "p", "C"]], "references": ["A p C."]}\n')
+    os.utime(data, (1_000_000_000, 1_000_000_000))
+    assert storage.input_fingerprint([str(data)])[0]["stamp"] != stamp["stamp"]
+    again = ingest("jsonl", str(data), out)
+    assert not again.get("skipped")
+    assert storage.read_stage(out).to_pylist()[0]["data"]["triples"][0]["object"] == "C"
+
+
 def test_manifest_is_valid_json_written_atomically(tmp_path):
     uri = str(tmp_path / "stage")
     _write(uri, _rows(3), shard_bytes=1000)
