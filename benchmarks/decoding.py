@@ -1,6 +1,8 @@
 """Decoding and reranking tuned on DEV (never on test): a grid of beam size, length penalty and
-n-gram blocking, each with and without the coverage check in reranking, on a sample of the
-validation split, scored by BLEU and by the coverage error rate of the chosen texts.
+n-gram blocking; on each setting's beams, the reranking orders: the paper's label-first order
+without and with the coverage check, and the coverage check followed by LM score + weight x
+log P(accurate) (`generate.label_first: false`) for each `--weights` value. Scored on a sample
+of the validation split by BLEU and by the coverage error rate of the chosen texts.
 
     .venv/bin/python benchmarks/decoding.py --run /tmp/q/runs/webnlg-smol-fine \
         --lm /tmp/q/models/lm/webnlg-smol-fine \
@@ -39,6 +41,9 @@ def main(argv=None) -> int:
         default="1,1.0,0 3,1.0,0 3,1.0,3 5,1.0,0 5,1.5,0",
         help="space-separated beams,length_penalty,no_repeat_ngram[,int8]",
     )
+    parser.add_argument(
+        "--weights", default="0,0.5,1", help="label_first=false variants: weights of log P(acc)"
+    )
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=16, help="records per beam search")
@@ -65,13 +70,16 @@ def main(argv=None) -> int:
         started = time.time()
         out = gen.generate_rows(rows)
         seconds = time.time() - started
-        for coverage in (False, True):
-            gen.coverage = coverage
-            gen._score_and_choose(out)  # re-choose
+        orders = [(False, True, 1.0), (True, True, 1.0)]  # (coverage, label_first, weight)
+        orders += [(True, False, float(w)) for w in args.weights.split(",") if w.strip()]
+        for coverage, label_first, weight in orders:
+            gen.coverage, gen.label_first, gen.weight = coverage, label_first, weight
+            gen._score_and_choose(out)  # re-choose (labels are kept: scored once)
             m = evaluate.evaluate_generations(out)
             results.append({
                 "beams": int(beams), "length_penalty": float(penalty),
                 "no_repeat_ngram": int(ngram), "int8": int8, "coverage": coverage,
+                "label_first": label_first, "weight": weight,
                 "bleu": m["bleu"], "bleu_top_beam": m["top_beam"]["bleu"],
                 "coverage_error": m["coverage"]["chosen"]["error_rate"],
                 "coverage_error_top_beam": m["coverage"]["top_beam"]["error_rate"],
@@ -79,10 +87,11 @@ def main(argv=None) -> int:
                 "seconds": round(seconds, 1), "records_per_s": round(len(rows) / seconds, 2),
             })  # fmt: skip
             r = results[-1]
+            order = "label, score" if label_first else f"score (weight {weight:g})"
             print(
                 f"beams {r['beams']} lp {r['length_penalty']} ngram {r['no_repeat_ngram']} "
                 f"{'int8 ' if int8 else ''}"
-                f"coverage {coverage!s:5}: BLEU {r['bleu']:.2f} "
+                f"coverage {coverage!s:5} then {order}: BLEU {r['bleu']:.2f} "
                 f"(top beam {r['bleu_top_beam']:.2f}) coverage error "
                 f"{r['coverage_error']:.3f} (top {r['coverage_error_top_beam']:.3f}) "
                 f"accurate {r['accurate']}/{len(rows)}  {r['records_per_s']} records/s",

@@ -162,7 +162,7 @@ def rescore(args) -> None:
     g = config.generate
     score_and_choose(
         rows, FidelityScorer(classifier) if classifier else None, rerank=True,
-        coverage=g.coverage or args.coverage_only, weight=g.weight,
+        coverage=g.coverage or args.coverage_only, weight=g.weight, label_first=g.label_first,
         batch_size=max(g.batch_size, 32),
     )  # fmt: skip
     seconds = round(time.time() - started, 1)

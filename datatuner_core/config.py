@@ -110,6 +110,11 @@ class GenerateConfig(_Strict):
         False, description="rerank: candidates missing fewer of the record's entities first"
     )
     weight: float = Field(1.0, ge=0, description="rerank: weight of log P(accurate)")
+    label_first: bool = Field(
+        True,
+        description="rerank: order by the predicted label's severity before the score (the "
+        "paper's FC); false: coverage check, then LM score + weight x log P(accurate)",
+    )
     int8: bool = Field(
         False,
         description="CPU: int8 dynamic quantization of the LM's linears (experimental: it "
@@ -119,7 +124,7 @@ class GenerateConfig(_Strict):
     def decoding(self) -> dict:
         """The Generator keywords beyond beams / tokens / batch / rerank."""
         keys = ("length_penalty", "repetition_penalty", "no_repeat_ngram", "coverage", "weight",
-                "int8")  # fmt: skip
+                "label_first", "int8")  # fmt: skip
         return {k: getattr(self, k) for k in keys}
 
 

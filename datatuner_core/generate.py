@@ -67,6 +67,7 @@ class Generator:
         repetition_penalty: float = 1.0,
         no_repeat_ngram: int = 0,
         coverage: bool = False,
+        label_first: bool = True,
         int8: bool = False,
         storage_options: dict | None = None,
         threads: int | None = None,
@@ -99,6 +100,7 @@ class Generator:
         )
         self.beams, self.max_new_tokens, self.batch_size = beams, max_new_tokens, batch_size
         self.rerank, self.weight, self.coverage = rerank, weight, coverage
+        self.label_first = label_first
         self.length_penalty, self.repetition_penalty = length_penalty, repetition_penalty
         self.no_repeat_ngram = no_repeat_ngram
         self.scorer = None
@@ -258,7 +260,7 @@ class Generator:
     def _score_and_choose(self, rows: list[dict]) -> None:
         score_and_choose(
             rows, self.scorer, rerank=self.rerank, coverage=self.coverage, weight=self.weight,
-            batch_size=max(self.batch_size, 32),
+            label_first=self.label_first, batch_size=max(self.batch_size, 32),
         )  # fmt: skip
 
     def __call__(self, batch):
@@ -272,12 +274,13 @@ class Generator:
 
 def score_and_choose(
     rows: list[dict], scorer=None, *, rerank: bool = True, coverage: bool = False,
-    weight: float = 1.0, batch_size: int = 32,
+    weight: float = 1.0, label_first: bool = True, batch_size: int = 32,
 ) -> None:  # fmt: skip
     """Classify every candidate of `rows` (generations rows) in one batched pass with `scorer`
     (a `FidelityScorer`; candidates that carry a label already are not rescored), then set each
     row's text, scores and label from its chosen candidate: the top beam without `rerank`, else
-    `rerank_candidates` (with the coverage check first when `coverage`). Rows are changed in
+    `rerank_candidates` (with the coverage check first when `coverage`, the label tiers when
+    `label_first`). Rows are changed in
     place; a row without candidates (a failed generation) is left as it is. Clearing the
     candidates' `fidelity_label` first re-chooses with another classifier."""
     if scorer is not None:
@@ -292,7 +295,7 @@ def score_and_choose(
         missing = None
         if rerank and coverage:
             missing = [missing_entities(c["text"], r["entities"]) for c in r["candidates"]]
-        order = rerank_candidates(r["candidates"], weight, missing) if rerank else [0]
+        order = rerank_candidates(r["candidates"], weight, missing, label_first) if rerank else [0]
         chosen = r["candidates"][order[0]]
         r["text"], r["lm_score"] = chosen["text"], chosen["lm_score"]
         r["fidelity_label"], r["fidelity_score"] = (
@@ -320,7 +323,7 @@ def generate_stage(
 ) -> dict:
     """Generate for the rows of `split` (all rows if None) of a linearized stage on Ray Data and
     write the generations stage. `decoding`: more `Generator` keywords (length_penalty,
-    repetition_penalty, no_repeat_ngram, coverage, weight, int8). Returns the manifest
+    repetition_penalty, no_repeat_ngram, coverage, weight, label_first, int8). Returns the manifest
     (`read == written + quarantined`: a record whose generation failed is written with its
     error, not dropped)."""
     import ray

@@ -60,3 +60,37 @@ def test_coverage_check_comes_before_the_label():
     order = rerank_candidates(candidates, missing=missing)
     assert order == [1, 0, 2]  # the only complete text first, then label + score
     assert missing_entities(None, entities) == 3 and missing_entities("x", []) == 0
+
+
+def test_without_label_first_the_combined_score_orders_within_a_coverage_level():
+    candidates = [
+        _c("value_error", -0.4, 0.30),  # best LM score, labelled value_error
+        _c("accurate", -1.2, 0.55),
+        _c("accurate", -0.9, 0.50),
+    ]
+    assert rerank_candidates(candidates)[0] == 2  # paper: accurate ones first
+    # weight 0: the LM score alone; weight 1: -0.4 + log 0.30 = -1.60 < -0.9 + log 0.5 = -1.59
+    assert rerank_candidates(candidates, weight=0.0, label_first=False) == [0, 2, 1]
+    assert rerank_candidates(candidates, weight=1.0, label_first=False) == [2, 0, 1]
+    # the coverage check still comes first, and unlabelled candidates rank by LM score
+    assert rerank_candidates(candidates, 0.0, missing=[1, 0, 1], label_first=False) == [1, 0, 2]
+    plain = [
+        {"text": t, "lm_score": s, "fidelity_label": None, "fidelity_score": None}
+        for t, s in (("a", -2.0), ("b", -0.5))
+    ]
+    assert rerank_candidates([*plain, _c("accurate", -1.0, 0.9)], label_first=False)[0] == 1
+
+
+def test_score_and_choose_follows_label_first():
+    from datatuner_core.generate import score_and_choose
+
+    def rows():
+        cands = [{**_c("value_error", -0.4, 0.30), "text": "x"}, {**_c("accurate", -0.9, 0.5)}]
+        return [{"linearized": "l", "entities": [], "candidates": cands}, {"candidates": []}]
+
+    paper, scored = rows(), rows()
+    score_and_choose(paper, None)
+    score_and_choose(scored, None, weight=0.0, label_first=False)
+    assert (paper[0]["fidelity_label"], paper[0]["lm_score"]) == ("accurate", -0.9)
+    assert (scored[0]["text"], scored[0]["fidelity_label"]) == ("x", "value_error")
+    assert "text" not in paper[1]  # a row without candidates is left as it is
