@@ -509,7 +509,8 @@ def _worker_entry(args: dict) -> None:
 def ensure_ray(**init_kwargs) -> None:
     """`ray.init()` unless already connected; `RAY_ADDRESS` selects a cluster. A local instance
     runs its workers at normal priority (Ray's default niceness 15 starves training on a busy
-    machine; `RAY_worker_niceness` set by the user wins)."""
+    machine; `RAY_worker_niceness` set by the user wins). Every worker process of the job runs
+    `ray_setup.setup_worker` first (it quiets a warning Ray Train repeats once a second)."""
     import ray
 
     if ray.is_initialized():
@@ -517,7 +518,9 @@ def ensure_ray(**init_kwargs) -> None:
     address = os.environ.get("RAY_ADDRESS") or None
     if address is None:
         os.environ.setdefault("RAY_worker_niceness", "0")
-    ray.init(address=address, **init_kwargs)
+    runtime_env = dict(init_kwargs.pop("runtime_env", None) or {})
+    runtime_env.setdefault("worker_process_setup_hook", "datatuner_core.ray_setup.setup_worker")
+    ray.init(address=address, runtime_env=runtime_env, **init_kwargs)
 
 
 def data_fingerprint(rows) -> dict:

@@ -1,0 +1,37 @@
+"""Set-up run in every Ray worker process of a job `ensure_ray` starts (Ray's
+`worker_process_setup_hook`, named by module path). Standard library only: every worker pays
+for its imports at start-up.
+
+Ray Train 2.60's placement-group cleaner asks the State API every second whether the training
+controller is alive. Without Ray's dashboard (`ray[data,train]` does not install it, and a local
+instance on a small machine is better without it) every question fails and the cleaner logs
+the same warning once a second for the whole training run, burying the progress lines. The
+filter below lets the first one through and drops its repeats; every other record passes.
+"""
+
+from __future__ import annotations
+
+import logging
+
+CLEANER_LOGGER = "ray.train.v2._internal.execution.controller.placement_group_cleaner"
+
+
+class Once(logging.Filter):
+    """Pass each distinct message starting with `prefix` once; pass every other record."""
+
+    def __init__(self, prefix: str):
+        super().__init__()
+        self.prefix, self.seen = prefix, set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if not message.startswith(self.prefix):
+            return True
+        if message in self.seen:
+            return False
+        self.seen.add(message)
+        return True
+
+
+def setup_worker() -> None:
+    logging.getLogger(CLEANER_LOGGER).addFilter(Once("Failed to query Ray Train Controller"))

@@ -1,0 +1,51 @@
+"""The worker set-up hook: Ray Train's once-a-second cleaner warning is logged once."""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+
+from datatuner_core.ray_setup import CLEANER_LOGGER, Once, setup_worker
+
+REPEATED = "Failed to query Ray Train Controller actor state. State API may be unavailable."
+
+
+def test_the_repeated_warning_passes_once_and_everything_else_always():
+    logger = logging.getLogger("test.ray_setup.once")
+    records: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: records.append(record.getMessage())
+    logger.addHandler(handler)
+    logger.addFilter(Once("Failed to query Ray Train Controller"))
+    try:
+        for _ in range(30):
+            logger.warning(REPEATED)
+            logger.warning("Monitor thread did not exit within %.2f seconds", 2.0)
+    finally:
+        logger.removeHandler(handler)
+    assert records.count(REPEATED) == 1
+    assert records.count("Monitor thread did not exit within 2.00 seconds") == 30
+    setup_worker()
+    assert any(isinstance(f, Once) for f in logging.getLogger(CLEANER_LOGGER).filters)
+
+
+def test_ensure_ray_runs_the_hook_in_every_worker(tmp_path):
+    script = f"""
+import logging, ray
+from datatuner_core.training import ensure_ray
+ensure_ray(num_cpus=1, include_dashboard=False)
+
+@ray.remote
+def filters():
+    return [type(f).__name__ for f in logging.getLogger({CLEANER_LOGGER!r}).filters]
+
+print("FILTERS", ray.get(filters.remote()))
+ray.shutdown()
+"""
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=180,
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "FILTERS ['Once']" in proc.stdout, proc.stdout[-2000:]
