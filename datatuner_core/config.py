@@ -115,6 +115,11 @@ class GenerateConfig(_Strict):
         description="rerank: order by the predicted label's severity before the score (the "
         "paper's FC); false: coverage check, then LM score + weight x log P(accurate)",
     )
+    length_sort: bool = Field(
+        True,
+        description="sort records by linearization length before batching (less padding, "
+        "fewer wasted decoding steps); the stage's rows come out in that order",
+    )
     int8: bool = Field(
         False,
         description="CPU: int8 dynamic quantization of the LM's linears (experimental: it "

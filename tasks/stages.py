@@ -112,7 +112,7 @@ def generate_task(linearized: str, output: str, lm: str, classifier: str | None,
         linearized, output, lm_uri=lm, classifier_uri=classifier, beams=generate.beams,
         max_new_tokens=generate.max_new_tokens, batch_size=generate.batch_size,
         actors=generate.actors, rerank=generate.rerank, decoding=generate.decoding(),
-        split=split,
+        split=split, length_sort=generate.length_sort,
     )  # fmt: skip
     return _publish("generate", manifest)
 

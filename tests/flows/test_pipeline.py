@@ -36,6 +36,33 @@ def test_pipeline_writes_generations_report_and_registers(trained_run):
     assert card["metrics"]["steps"] == 12
 
 
+def test_generation_sorts_records_by_length_and_keeps_every_text(trained_run):
+    from datatuner_core.generate import Generator
+
+    root, summary = trained_run
+    generations = storage.read_stage(summary["generations"]).to_pylist()
+    lengths = [len(g["linearized"]) for g in generations]
+    assert lengths == sorted(lengths)  # generate.length_sort (default): one Ray Data sort
+    assert json.loads((root / "runs" / "run1" / "generations" / "_manifest.json").read_text())[
+        "config"
+    ]["length_sort"]
+    # the same candidates as the LM gives the records in input order, batched with others
+    linearized = storage.read_stage(str(root / "runs" / "run1" / "linearized")).to_pylist()
+    tests = [r for r in linearized if r["split"] == "test"]
+    assert [len(r["linearized"]) for r in tests] != lengths
+    plain = Generator(
+        str(root / "models" / "lm" / "run1"),
+        None,
+        rerank=False,
+        threads=2,
+        beams=3,
+        max_new_tokens=16,
+        batch_size=16,
+    )  # TINY's generate.* keys
+    expected = {r["id"]: [c["text"] for c in r["candidates"]] for r in plain.generate_rows(tests)}
+    assert {g["id"]: [c["text"] for c in g["candidates"]] for g in generations} == expected
+
+
 def test_rerun_of_a_finished_run_skips_every_stage(trained_run):
     from flows.pipeline import pipeline
 
