@@ -214,14 +214,24 @@ def test_quality_and_decoding_benchmarks_read_a_real_run(trained_run, tmp_path):
     common = ["--run", str(root / "runs" / "run1"), "--lm", str(lm_dir),
               "--classifier", str(clf_dir), "--records", "6", "--max-new-tokens", "8"]  # fmt: skip
     result = tmp_path / "decoding.json"
-    decoding.main([*common, "--grid", "1,1.0,0 2,1.0,2,int8", "--out", str(result)])
+    decoding.main([*common, "--grid", "1,1.0,0 2,1.0,2,int8", "--weights", "0,1", "--out",
+                   str(result)])  # fmt: skip
     rows = json.loads(result.read_text())
-    assert rows["records"] == 6 and len(rows["results"]) == 4
-    assert {(r["beams"], r["coverage"]) for r in rows["results"]} == {
-        (1, False),
-        (1, True),
-        (2, False),
-        (2, True),
-    }
+    # per setting: label-first without and with coverage, then coverage + score for 2 weights
+    assert rows["records"] == 6 and len(rows["results"]) == 8
+    orders = ((False, True, 1.0), (True, True, 1.0), (True, False, 0.0), (True, False, 1.0))
+    got = [(r["beams"], r["coverage"], r["label_first"], r["weight"]) for r in rows["results"]]
+    assert got == [(b, *order) for b in (1, 2) for order in orders]
     with pytest.raises(SystemExit):
         decoding.main([*common, "--split", "test"])
+
+    # benchmarks/length_sort.py: the two orders side by side give identical candidates
+    spec = importlib.util.spec_from_file_location("length_sort", "benchmarks/length_sort.py")
+    length_sort = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(length_sort)
+    result = tmp_path / "length-sort.json"
+    length_sort.main(["--run", str(root / "runs" / "run1"), "--lm", str(lm_dir), "--beams", "2",
+                      "--records", "8", "--max-new-tokens", "8", "--out", str(result)])  # fmt: skip
+    bench = json.loads(result.read_text())
+    assert bench["records"] == 8 and bench["identical_candidates"] == 8
+    assert len(bench["seconds_sorted"]) == len(bench["seconds_unsorted"]) == 1

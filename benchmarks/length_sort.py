@@ -1,0 +1,98 @@
+"""Generation with and without `generate.length_sort`, side by side in one run: the same LM,
+the same records (a seeded sample of a split, default validation), the real Ray Data stage.
+
+    .venv/bin/python benchmarks/length_sort.py --run /tmp/q/runs/webnlg-smol-fine \\
+        --lm /tmp/q/models/lm/webnlg-smol-fine --records 256 --beams 3 --batch-size 16
+
+Each setting runs `--repeats` times, alternating (off, on, off, on, …), so that a drift in the
+machine's load falls on both. Reports seconds per setting, the ratio, and how many records'
+candidates are identical between the two orders (the sort must change speed, not texts).
+No classifier: reranking does not depend on the order.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def sample_stage(run: str, split: str, n: int, out: str) -> int:
+    """Write a linearized stage of `n` seeded random rows of `split` (the source is in file
+    order, which for WebNLG is by triple count: its first rows are all one-triple records)."""
+    from datatuner_core import storage
+    from datatuner_core.schema import LINEARIZED
+
+    rows = [r for r in storage.read_stage(f"{run}/linearized").to_pylist() if r["split"] == split]
+    rows = random.Random(0).sample(rows, min(n, len(rows)))
+    writer = storage.StageWriter(out, "linearize", LINEARIZED)
+    for r in rows:
+        writer.add(r)
+        writer.stats.read += 1
+        writer.stats.written += 1
+        writer.stats.records += 1
+    writer.commit(inputs=[{"uri": f"{run}/linearized"}], fingerprint=f"sample-{split}-{n}")
+    return len(rows)
+
+
+def main(argv=None) -> int:
+    from datatuner_core import storage
+    from datatuner_core.generate import generate_stage
+    from datatuner_core.training import ensure_ray
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--run", required=True, help="a run folder (its linearized stage is read)")
+    parser.add_argument("--lm", required=True)
+    parser.add_argument("--split", default="validation")
+    parser.add_argument("--records", type=int, default=256)
+    parser.add_argument("--beams", type=int, default=3)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--max-new-tokens", type=int, default=64)
+    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--out", default=None)
+    args = parser.parse_args(argv)
+
+    work = Path(tempfile.mkdtemp(prefix="bench-length-sort-"))
+    n = sample_stage(args.run, args.split, args.records, str(work / "lin"))
+    ensure_ray()
+    seconds: dict[bool, list[float]] = {False: [], True: []}
+    candidates: dict[bool, dict] = {}
+    for i in range(args.repeats):
+        for length_sort in (False, True):
+            out = str(work / f"gen-{length_sort}-{i}")
+            started = time.perf_counter()
+            generate_stage(
+                str(work / "lin"), out, lm_uri=args.lm, beams=args.beams,
+                max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, rerank=False,
+                split=None, length_sort=length_sort,
+            )  # fmt: skip
+            seconds[length_sort].append(round(time.perf_counter() - started, 1))
+            print(f"length_sort {length_sort!s:5}: {seconds[length_sort][-1]} s", flush=True)
+            candidates[length_sort] = {
+                r["id"]: [c["text"] for c in r["candidates"]]
+                for r in storage.read_stage(out).to_pylist()
+            }
+    same = sum(candidates[True][k] == v for k, v in candidates[False].items())
+    off, on = (sum(seconds[k]) / len(seconds[k]) for k in (False, True))
+    result = {
+        "records": n, "split": args.split, "beams": args.beams, "batch_size": args.batch_size,
+        "max_new_tokens": args.max_new_tokens, "seconds_unsorted": seconds[False],
+        "seconds_sorted": seconds[True], "records_per_s_unsorted": round(n / off, 3),
+        "records_per_s_sorted": round(n / on, 3), "speedup": round(off / on, 3),
+        "identical_candidates": same,
+    }  # fmt: skip
+    print(json.dumps(result, indent=2))
+    if args.out:
+        Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
