@@ -280,9 +280,9 @@ def score_and_choose(
     (a `FidelityScorer`; candidates that carry a label already are not rescored), then set each
     row's text, scores and label from its chosen candidate: the top beam without `rerank`, else
     `rerank_candidates` (with the coverage check first when `coverage`, the label tiers when
-    `label_first`). Rows are changed in
-    place; a row without candidates (a failed generation) is left as it is. Clearing the
-    candidates' `fidelity_label` first re-chooses with another classifier."""
+    `label_first`). Rows are changed in place; a row without candidates (a failed generation)
+    is left as it is. Clearing the candidates' `fidelity_label` first re-chooses with another
+    classifier."""
     if scorer is not None:
         todo = [(r, c) for r in rows for c in r["candidates"] if c["fidelity_label"] is None]
         pairs = [(r["linearized"], c["text"]) for r, c in todo]

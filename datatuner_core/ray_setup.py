@@ -3,10 +3,10 @@
 for its imports at start-up.
 
 Ray Train 2.60's placement-group cleaner asks the State API every second whether the training
-controller is alive. Without Ray's dashboard (`ray[data,train]` does not install it, and a local
-instance on a small machine is better without it) every question fails and the cleaner logs
-the same warning once a second for the whole training run, burying the progress lines. The
-filter below lets the first one through and drops its repeats; every other record passes.
+controller is alive. Where the State API does not answer (`ray[data,train]` installs only the
+minimal dashboard; on this project's machines every question failed), the cleaner logs the same
+warning once a second for the whole training run, burying the progress lines. The filter below
+lets the first one through and drops its repeats; every other record passes.
 """
 
 from __future__ import annotations
