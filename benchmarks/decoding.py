@@ -26,8 +26,16 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 
+def sample_rows(run: str, split: str, n: int) -> list[dict]:
+    """`n` seeded random linearized rows of `split` of a run (the same sample every time)."""
+    from datatuner_core import storage
+
+    rows = [r for r in storage.read_stage(f"{run}/linearized").to_pylist() if r["split"] == split]
+    return random.Random(0).sample(rows, min(n, len(rows)))
+
+
 def main(argv=None) -> int:
-    from datatuner_core import evaluate, storage
+    from datatuner_core import evaluate
     from datatuner_core.generate import Generator
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -52,12 +60,7 @@ def main(argv=None) -> int:
 
     if args.split == "test":
         parser.error("decoding is tuned on the validation split, never on test")
-    rows = [
-        r
-        for r in storage.read_stage(f"{args.run}/linearized").to_pylist()
-        if r["split"] == args.split
-    ]
-    rows = random.Random(0).sample(rows, min(args.records, len(rows)))
+    rows = sample_rows(args.run, args.split, args.records)
     results = []
     for item in args.grid.split():
         beams, penalty, ngram, *rest = item.split(",")

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import sys
 import tempfile
 import time
@@ -22,16 +21,18 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 
 def sample_stage(run: str, split: str, n: int, out: str) -> int:
     """Write a linearized stage of `n` seeded random rows of `split` (the source is in file
     order, which for WebNLG is by triple count: its first rows are all one-triple records)."""
+    from decoding import sample_rows  # benchmarks/decoding.py: the same seeded dev sample
+
     from datatuner_core import storage
     from datatuner_core.schema import LINEARIZED
 
-    rows = [r for r in storage.read_stage(f"{run}/linearized").to_pylist() if r["split"] == split]
-    rows = random.Random(0).sample(rows, min(n, len(rows)))
+    rows = sample_rows(run, split, n)
     writer = storage.StageWriter(out, "linearize", LINEARIZED)
     for r in rows:
         writer.add(r)
