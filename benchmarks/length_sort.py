@@ -35,10 +35,7 @@ def sample_stage(run: str, split: str, n: int, out: str) -> int:
     rows = sample_rows(run, split, n)
     writer = storage.StageWriter(out, "linearize", LINEARIZED)
     for r in rows:
-        writer.add(r)
-        writer.stats.read += 1
-        writer.stats.written += 1
-        writer.stats.records += 1
+        writer.add_counted(r)
     writer.commit(inputs=[{"uri": f"{run}/linearized"}], fingerprint=f"sample-{split}-{n}")
     return len(rows)
 

@@ -169,10 +169,7 @@ def rescore(args) -> None:
     out = run_dir / "rescored" / args.label
     writer = storage.StageWriter(str(out / "generations"), "generate", GENERATIONS)
     for r in rows:
-        writer.add(r)
-        writer.stats.read += 1
-        writer.stats.written += 1
-        writer.stats.records += 1
+        writer.add_counted(r)
     inputs = [{"uri": source, "fingerprint": storage.read_manifest(source)["fingerprint"]},
               {"classifier": classifier}]  # fmt: skip
     fp = storage.fingerprint("rescore", inputs, g.model_dump())

@@ -402,10 +402,7 @@ def generate_stage(
     started, seen = time.time(), 0
     for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
         for row in batch.to_pylist():
-            writer.add(row)
-            writer.stats.read += 1
-            writer.stats.written += 1
-            writer.stats.records += 1
+            writer.add_counted(row)
             if row["error"]:
                 writer.stats.note("generation_errors")
             if row["truncated"]:

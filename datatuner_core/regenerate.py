@@ -106,10 +106,7 @@ def write_snapshot(
             for row in batch.to_pylist():
                 if keep is not None and row["id"] not in keep:
                     continue
-                writer.add(row)
-                writer.stats.read += 1
-                writer.stats.written += 1
-                writer.stats.records += 1
+                writer.add_counted(row)
     inputs = [{"uri": uri} for uri, _ in sources]
     return writer.commit(inputs=inputs, fingerprint=f"snapshot-{time.time()}")
 

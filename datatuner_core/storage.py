@@ -330,7 +330,8 @@ def _write_bytes(loc: Location, data: bytes) -> None:
 class StageWriter:
     """Writes one stage folder: shards, quarantine shards, then the manifest (last, atomic).
 
-    Usage: `add(row)` / `quarantine(row)` while counting in `stats`, then `commit(...)`.
+    Usage: `add(row)` / `quarantine(row)` while counting in `stats`, then `commit(...)`;
+    `add_counted(row)` where one input row becomes one output row (the count is done for you).
     """
 
     def __init__(
@@ -367,6 +368,13 @@ class StageWriter:
 
     def add(self, row: dict) -> None:
         self.out.add(row)
+
+    def add_counted(self, row: dict) -> None:
+        """Write one input row as one output row: counted read, written and one record."""
+        self.out.add(row)
+        self.stats.read += 1
+        self.stats.written += 1
+        self.stats.records += 1
 
     def quarantine(self, row: dict, units: int = 1) -> None:
         self.bad.add(row)

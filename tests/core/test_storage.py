@@ -27,10 +27,7 @@ def _rows(n: int, split: str = "train") -> list[dict]:
 def _write(uri: str, rows: list[dict], shard_bytes: int, bad: int = 0, fp: str = "f1") -> dict:
     writer = storage.StageWriter(uri, "ingest", RECORDS, shard_bytes=shard_bytes)
     for row in rows:
-        writer.add(row)
-        writer.stats.read += 1
-        writer.stats.written += 1
-        writer.stats.records += 1
+        writer.add_counted(row)
     for i in range(bad):
         writer.quarantine(make_quarantine("t", f"f:{i}", "malformed thing: detail", "raw"))
         writer.stats.read += 1
@@ -49,6 +46,7 @@ def test_stage_roundtrip_shards_and_manifest(tmp_path, scheme):
     assert len(manifest["files"]) > 3  # a small target size gives several shards
     assert sum(f["rows"] for f in manifest["files"]) == 5000
     assert manifest["counts"]["read"] == 5003 and manifest["counts"]["quarantined"] == 3
+    assert manifest["counts"]["written"] == 5000 and manifest["counts"]["records"] == 5000
     assert manifest["counts"]["quarantined_by_reason"] == {"malformed thing": 3}
     assert [f["path"] for f in manifest["files"]][:2] == [
         "part-00000.parquet",
