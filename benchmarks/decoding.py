@@ -26,12 +26,14 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 
-def sample_rows(run: str, split: str, n: int) -> list[dict]:
-    """`n` seeded random linearized rows of `split` of a run (the same sample every time)."""
+def sample_rows(run: str, split: str, n: int, source_order: bool = False) -> list[dict]:
+    """`n` seeded random linearized rows of `split` of a run (the same sample every time), in
+    random order, or with `source_order` in the stage's own order (WebNLG's is by triple count)."""
     from datatuner_core import storage
 
     rows = [r for r in storage.read_stage(f"{run}/linearized").to_pylist() if r["split"] == split]
-    return random.Random(0).sample(rows, min(n, len(rows)))
+    picked = random.Random(0).sample(range(len(rows)), min(n, len(rows)))
+    return [rows[i] for i in (sorted(picked) if source_order else picked)]
 
 
 def main(argv=None) -> int:

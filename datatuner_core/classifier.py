@@ -25,7 +25,9 @@ hallucination. Trained through `training.train_with_ray`; used by the reranker (
   the template learnt from the tokenizer itself (`PairTemplate.probe`), so `tokenizer(D, T)` from a
   plain `AutoTokenizer` gives the same ids for untruncated pairs. `lowercase` (off by default; the
   paper lower-cased) lower-cases everything but the special tokens.
-- Training: cross entropy; validation sums a 5×5 confusion matrix and the loss over ranks; the
+- Training: cross entropy; validation sums a 5×5 confusion matrix and the loss over ranks, and,
+  where the pairs carry the corruption `rule` that made them, each rule's predictions (`by_rule`:
+  which kinds of error the classifier catches, e.g. cut entity names against swapped ones); the
   monitor is `neg_macro_f1` (see `ClassifierTask.monitor`).
 - Saved folder (`{root}/models/classifier/{version}/`): `config.json`, `model.safetensors`,
   tokenizer files, `classifier.json` (lowercase, max_length, labels, base), `training_card.json`,
@@ -42,11 +44,13 @@ from pathlib import Path
 
 from . import linearize as lin
 from . import storage
-from .corrupt import LABELS
+from .corrupt import LABELS, RULE_LABELS
 from .tokenizer import build_tokenizer, is_scratch, load_pretrained_tokenizer
 from .training import StageRows, TrainTask, train_with_ray
 
 LABEL2ID = {label: i for i, label in enumerate(LABELS)}
+RULES = tuple(RULE_LABELS)  # the corruption rules ("original" = the accurate pair), in id order
+RULE2ID = {rule: i for i, rule in enumerate(RULES)}
 ID2LABEL = dict(enumerate(LABELS))
 SETTINGS_FILE = "classifier.json"
 EVAL_FILE = "eval.json"
@@ -319,6 +323,8 @@ def collate_pairs(examples: list[dict], pad_id: int) -> dict:
         batch["token_type_ids"] = pad("token_type_ids", 0)
     if "label" in examples[0]:
         batch["labels"] = torch.tensor([e["label"] for e in examples])
+    if "rule" in examples[0]:
+        batch["rules"] = torch.tensor([e["rule"] for e in examples])
     return batch
 
 
@@ -340,6 +346,45 @@ def label_ids(rows: list[dict]) -> list[int]:
 
 
 # ----------------------------------------------------------------------------- metrics
+
+
+def rule_ids(rows: list[dict]) -> list[int] | None:
+    """Each pair's corruption rule id (-1 for a rule this version does not know), or None when
+    the rows carry no `rule` (pairs from elsewhere than the corruption stage)."""
+    if not rows or any("rule" not in r for r in rows):
+        return None
+    return [RULE2ID.get(r["rule"], -1) for r in rows]
+
+
+def rule_sums(rules, pred) -> dict[str, float]:
+    """`rule_{r}_pred_{p}`: how many pairs of rule r were predicted as label p (tensors [B]; rules
+    of id -1 are left out)."""
+    import torch
+
+    known = rules >= 0
+    n = len(LABELS)
+    cells = torch.bincount(rules[known] * n + pred[known], minlength=len(RULES) * n).tolist()
+    return {f"rule_{i // n}_pred_{i % n}": float(c) for i, c in enumerate(cells) if c}
+
+
+def by_rule_from_sums(sums: dict[str, float]) -> dict[str, dict]:
+    """Per rule with any pair: its label, the pairs, the share predicted as that label (`caught`;
+    for `original`, the accurate pairs kept as accurate), and the predicted-label counts."""
+    out = {}
+    for r, rule in enumerate(RULES):
+        predicted = {
+            label: int(round(sums.get(f"rule_{r}_pred_{p}", 0.0))) for p, label in enumerate(LABELS)
+        }
+        pairs = sum(predicted.values())
+        if pairs:
+            label = RULE_LABELS[rule]
+            out[rule] = {
+                "label": label,
+                "pairs": pairs,
+                "caught": predicted[label] / pairs,
+                "predicted": predicted,
+            }
+    return out
 
 
 def confusion_from_sums(sums: dict[str, float]) -> list[list[int]]:
@@ -415,6 +460,18 @@ def format_report(metrics: dict) -> str:
     ]
     for label, row in zip(LABELS, metrics["confusion"], strict=True):
         lines.append(f"| {label} | " + " | ".join(str(v) for v in row) + " |")
+    if metrics.get("by_rule"):
+        lines += [
+            "",
+            "By corruption rule (`caught`: predicted as the rule's label; `original` = the "
+            "accurate pairs):",
+            "",
+            "| rule | label | pairs | caught | " + " | ".join(LABELS) + " |",
+            "|---|---|---:|---:|" + "---:|" * len(LABELS),
+        ]
+        for rule, r in metrics["by_rule"].items():
+            counts = " | ".join(str(r["predicted"][label]) for label in LABELS)
+            lines.append(f"| {rule} | {r['label']} | {r['pairs']} | {r['caught']:.3f} | {counts} |")
     return "\n".join(lines) + "\n"
 
 
@@ -470,6 +527,9 @@ class ClassifierTask(TrainTask):
         examples, truncated = self.encoder.encode([(r["linearized"], r["text"]) for r in rows])
         for example, label in zip(examples, labels, strict=True):
             example["label"] = label
+        if (rules := rule_ids(rows)) is not None:
+            for example, rule in zip(examples, rules, strict=True):
+                example["rule"] = rule
         by_label = {label: 0 for label in LABELS}
         for label in labels:
             by_label[LABELS[label]] += 1
@@ -497,6 +557,8 @@ class ClassifierTask(TrainTask):
         n = len(LABELS)
         cells = torch.bincount(gold * n + pred, minlength=n * n).tolist()
         sums = {f"cm_{i // n}_{i % n}": float(c) for i, c in enumerate(cells)}
+        if "rules" in batch:
+            sums.update(rule_sums(batch["rules"], pred))
         return {**sums, "loss": loss.item(), "n": float(gold.numel())}
 
     def eval_metrics(self, sums: dict[str, float]) -> dict:
@@ -510,6 +572,8 @@ class ClassifierTask(TrainTask):
             "confusion": m["confusion"],
         }
         out.update({f"f1_{label}": m["per_class"][label]["f1"] for label in LABELS})
+        if any(key.startswith("rule_") for key in sums):
+            out["by_rule"] = by_rule_from_sums(sums)
         return out
 
     def settings(self) -> dict:
@@ -631,6 +695,10 @@ def evaluate_classifier(
     for g, p in zip(gold, probs.argmax(-1).tolist(), strict=True):
         cm[g][p] += 1
     metrics = metrics_from_confusion(cm)
+    rules = rule_ids(rows)
+    if rules is not None:
+        sums = rule_sums(torch.tensor(rules), probs.argmax(-1))
+        metrics["by_rule"] = by_rule_from_sums(sums)
     if gold:
         nll = -torch.log(probs[torch.arange(len(gold)), torch.tensor(gold)].clamp_min(1e-12))
         metrics["val_loss"] = float(nll.mean())
@@ -651,6 +719,8 @@ def _best_evaluation(card: dict) -> dict | None:
             metrics = metrics_from_confusion(evaluation["confusion"])
             metrics["val_loss"] = evaluation.get("val_loss")
             metrics["step"] = best_step
+            if evaluation.get("by_rule"):
+                metrics["by_rule"] = evaluation["by_rule"]
             return metrics
     return None
 

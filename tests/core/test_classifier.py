@@ -174,6 +174,29 @@ def test_metrics_from_confusion_by_hand():
     )
 
 
+def test_rule_counts_by_hand():
+    import torch
+
+    rules = torch.tensor([clf.RULE2ID["entity_cut"]] * 3 + [clf.RULE2ID["original"], -1])
+    pred = torch.tensor([0, 1, 1, 0, 4])  # accurate, value_error, value_error, accurate, (unknown)
+    sums = clf.rule_sums(rules, pred)
+    by_rule = clf.by_rule_from_sums(sums)
+    assert set(by_rule) == {"entity_cut", "original"}  # the unknown rule (-1) is left out
+    cut = by_rule["entity_cut"]
+    assert (cut["label"], cut["pairs"]) == ("value_error", 3)
+    assert cut["caught"] == pytest.approx(2 / 3)
+    assert cut["predicted"] == {"accurate": 1, "value_error": 2, "omission": 0,
+                                "repetition": 0, "hallucination": 0}  # fmt: skip
+    assert by_rule["original"]["caught"] == 1.0
+    assert clf.rule_ids([{"rule": "entity_swap"}, {"rule": "new_rule"}]) == [
+        clf.RULE2ID["entity_swap"], -1,
+    ]  # fmt: skip
+    assert clf.rule_ids([{"label": "accurate"}]) is None
+    m = clf.metrics_from_confusion([[1, 0, 0, 0, 0], [1, 2, 0, 0, 0]] + [[0] * 5] * 3)
+    report = clf.format_report({**m, "by_rule": by_rule})
+    assert "| entity_cut | value_error | 3 | 0.667 | 1 | 2 | 0 | 0 | 0 |" in report
+
+
 def test_architecture_without_segments_gets_no_token_type_ids(tok, tmp_path):
     """A local 'pretrained' base (type_vocab_size=1, like roberta-base) loads by path with the
     five labels, and its pairs carry no token_type_ids."""
@@ -245,6 +268,14 @@ def test_tiny_classifier_beats_majority_baseline(trained, corruptions):
     saved = json.loads((out / clf.EVAL_FILE).read_text())
     assert saved["confusion"] == m["confusion"]
     assert "Confusion matrix" in (out / clf.REPORT_FILE).read_text()
+    # every held-out pair is counted once under the rule that made it, summed over both ranks
+    rules = {rule: sum(r["rule"] == rule for r in val) for rule in {r["rule"] for r in val}}
+    assert {rule: v["pairs"] for rule, v in m["by_rule"].items()} == rules
+    assert all(v["label"] == corrupt.RULE_LABELS[rule] for rule, v in m["by_rule"].items())
+    caught = sum(v["predicted"][v["label"]] for v in m["by_rule"].values())
+    assert caught == sum(m["confusion"][k][k] for k in range(5))  # the diagonal, split by rule
+    assert saved["by_rule"] == m["by_rule"]
+    assert "| original | accurate |" in (out / clf.REPORT_FILE).read_text()
 
 
 def test_saved_model_reloads_with_plain_transformers(trained, corruptions):
@@ -282,6 +313,10 @@ def test_scorer_agrees_with_trainer_eval_and_keeps_input_order(trained, corrupti
     assert evaluation["step"] == card["metrics"]["best"]["step"]  # the exported checkpoint
     assert card["eval"]["confusion"] == evaluation["confusion"]  # Ray eval == FidelityScorer eval
     assert card["eval"]["accuracy"] == pytest.approx(evaluation["accuracy"])
+    # the scorer's pass over the split gives the same per-rule counts as the trainer's sums
+    again = clf.evaluate_classifier(str(out), val, batch_size=32)
+    assert again["confusion"] == card["eval"]["confusion"]
+    assert again["by_rule"] == card["eval"]["by_rule"]
     scorer = clf.FidelityScorer(str(out))
     pairs = [(r["linearized"], r["text"]) for r in val[:40]]
     forward = scorer.score(pairs, batch_size=7)
