@@ -79,6 +79,11 @@ def classifier_figures(folder: Path | None) -> dict:
         "classifier_macro_f1": held_out.get("macro_f1"),
         "classifier_accuracy": held_out.get("accuracy"),
         "classifier_majority": held_out.get("majority_baseline"),
+        # per corruption rule: the share of its held-out pairs predicted as its label
+        "classifier_caught": {
+            rule: r["caught"] for rule, r in (held_out.get("by_rule") or {}).items()
+        }
+        or None,
     }
 
 
@@ -303,6 +308,7 @@ def report(args) -> None:
                 f"{fmt(r['classifier_steps'])} steps) | {minutes(r['classifier_wall_s'])} | "
                 f"rescore {minutes(r['rescore_seconds'])} |"
             )
+        lines += caught_lines([fine, coarse, *again])
         lines.append("")
     twins = [json.loads(Path(f).read_text()) | {"file": Path(f).name} for f in args.gpu_twin]
     if twins:
@@ -313,6 +319,24 @@ def report(args) -> None:
     (target / "quality.md").write_text("\n".join(lines) + "\n")
     (target / "quality.json").write_text(json.dumps(out, indent=2) + "\n")
     print("\n".join(lines))
+
+
+def caught_lines(runs: list[dict | None]) -> list[str]:
+    """A table of each classifier's held-out share caught per corruption rule (classifiers
+    evaluated before `by_rule` existed have none and are left out)."""
+    with_rules = [r for r in runs if r and r.get("classifier_caught")]
+    if not with_rules:
+        return []
+    rules = list(dict.fromkeys(rule for r in with_rules for rule in r["classifier_caught"]))
+    lines = ["", "Classifier, held-out pairs predicted as their rule's label (`original`: accurate "
+             "kept accurate):", "", "| classifier | " + " | ".join(rules) + " |",
+             "|---|" + "---|" * len(rules)]  # fmt: skip
+    for r in with_rules:
+        name = r.get("run_id") or f"{r['run']} rescored {r['label']}"
+        lines.append(
+            f"| {name} | " + " | ".join(fmt(r["classifier_caught"].get(q)) for q in rules) + " |"
+        )
+    return lines
 
 
 def gpu_twin_lines(twins: list[dict]) -> list[str]:

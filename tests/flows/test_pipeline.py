@@ -196,6 +196,9 @@ def test_quality_and_decoding_benchmarks_read_a_real_run(trained_run, tmp_path):
     assert sum(systems["FC"]["labels"].values()) == 30
     fine = data["presets"]["sample"]["fine"]
     assert fine["lm_steps"] == 12 and 0.0 <= fine["classifier_macro_f1"] <= 1.0
+    # the classifier's held-out share caught per corruption rule, from its eval.json
+    assert fine["classifier_caught"] and 0.0 <= fine["classifier_caught"]["original"] <= 1.0
+    assert "| sample-fine |" in (out / "quality.md").read_text().split("predicted as their rule")[1]
     assert fine["generate_wall_s"] > 0 and "| FC |" in (out / "quality.md").read_text()
     # the coverage check on the human references: the floor the systems are measured against
     floor = data["presets"]["sample"]["reference_coverage"]
