@@ -100,6 +100,15 @@ class ClassifierConfig(_Strict):
 class GenerateConfig(_Strict):
     beams: int = Field(5, ge=1)
     max_new_tokens: int = Field(80, ge=1)
+    max_new_tokens_ratio: float | None = Field(
+        None,
+        gt=0,
+        description="cap each record's new tokens at this x its prompt tokens + "
+        "max_new_tokens_slack (rounded up to 8), never above max_new_tokens: a record stops "
+        "decoding where its text could plausibly end, not at the longest record's budget; "
+        "null = max_new_tokens for every record",
+    )
+    max_new_tokens_slack: int = Field(16, ge=0)
     batch_size: int = Field(32, ge=1)
     actors: int = Field(1, ge=1, description="Ray Data actors holding the models")
     rerank: bool = Field(True, description="false gives the top beam (the paper's No_FC)")
@@ -129,7 +138,7 @@ class GenerateConfig(_Strict):
     def decoding(self) -> dict:
         """The Generator keywords beyond beams / tokens / batch / rerank."""
         keys = ("length_penalty", "repetition_penalty", "no_repeat_ngram", "coverage", "weight",
-                "label_first", "int8")  # fmt: skip
+                "label_first", "int8", "max_new_tokens_ratio", "max_new_tokens_slack")  # fmt: skip
         return {k: getattr(self, k) for k in keys}
 
 

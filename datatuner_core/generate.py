@@ -10,8 +10,10 @@ A record that cannot be generated (empty linearization, a failing forward pass) 
 
 from __future__ import annotations
 
+import math
 import sys
 import time
+from collections.abc import Iterator
 
 from . import storage
 from .rerank import missing_entities, rerank_candidates
@@ -69,6 +71,8 @@ class Generator:
         coverage: bool = False,
         label_first: bool = True,
         int8: bool = False,
+        max_new_tokens_ratio: float | None = None,
+        max_new_tokens_slack: int = 16,
         storage_options: dict | None = None,
         threads: int | None = None,
     ):
@@ -103,6 +107,10 @@ class Generator:
         self.label_first = label_first
         self.length_penalty, self.repetition_penalty = length_penalty, repetition_penalty
         self.no_repeat_ngram = no_repeat_ngram
+        self.max_new_tokens_ratio, self.max_new_tokens_slack = (
+            max_new_tokens_ratio,
+            max_new_tokens_slack,
+        )
         self.scorer = None
         version = model_version(lm_uri)
         if classifier_uri is not None:
@@ -127,11 +135,25 @@ class Generator:
         )
         return ids, states, truncated
 
+    def new_token_cap(self, prompt_tokens: int) -> int:
+        """The new-token budget of a record with a prompt of `prompt_tokens` tokens:
+        `max_new_tokens`, or with `max_new_tokens_ratio` ratio × prompt + slack rounded up to a
+        multiple of 8 (few distinct caps: batches stay full), never above `max_new_tokens`.
+        A text that has not ended by then is a runaway (repeating itself): a 1-triple record
+        would otherwise keep its whole batch decoding to the budget of the longest record."""
+        if self.max_new_tokens_ratio is None:
+            return self.max_new_tokens
+        cap = math.ceil(self.max_new_tokens_ratio * prompt_tokens) + self.max_new_tokens_slack
+        return max(1, min(self.max_new_tokens, -(-cap // 8) * 8))
+
     # ------------------------------------------------------------------ beam search
 
-    def _beam_search(self, prompts: list[tuple[list[int], list[int]]]) -> list[list[tuple]]:
+    def _beam_search(
+        self, prompts: list[tuple[list[int], list[int]]], max_new_tokens: int | None = None
+    ) -> list[list[tuple]]:
         """Batched beam search with a KV cache; per prompt, `beams` (text, score) in beam order.
-        The score is the sum of token log-probabilities divided by length ** `length_penalty`."""
+        The score is the sum of token log-probabilities divided by length ** `length_penalty`.
+        `max_new_tokens`: this batch's budget (default: the generator's)."""
         import torch
 
         width = max(len(ids) for ids, _ in prompts)
@@ -153,7 +175,7 @@ class Generator:
                 attention_mask=mask,
                 num_beams=self.beams,
                 num_return_sequences=self.beams,
-                max_new_tokens=self.max_new_tokens,
+                max_new_tokens=max_new_tokens or self.max_new_tokens,
                 do_sample=False,
                 early_stopping=self.beams > 1,
                 length_penalty=self.length_penalty,
@@ -208,8 +230,7 @@ class Generator:
             ids, states, truncated = self._prompt(row["linearized"])
             todo.append((len(ids), i, ids, states, truncated))
         todo.sort(key=lambda t: (t[0], t[1]))  # similar lengths together: little padding
-        for start in range(0, len(todo), self.batch_size):
-            chunk = todo[start : start + self.batch_size]
+        for chunk in self._chunks(todo):
             for (_, i, _, _, truncated), beams in zip(chunk, self._generate_chunk(chunk)):
                 if isinstance(beams, str):
                     out[i] = self._row(rows[i], None, truncated=truncated, error=beams)
@@ -218,17 +239,33 @@ class Generator:
         self._score_and_choose(out)  # rows without candidates keep their error
         return out
 
+    def _chunks(self, todo: list[tuple]) -> Iterator[list[tuple]]:
+        """Batches of up to `batch_size` length-sorted prompts that share one new-token cap, so
+        that a record's budget is its own, whatever else is in the block."""
+        chunk: list[tuple] = []
+        for item in todo:
+            if chunk and (
+                len(chunk) == self.batch_size
+                or self.new_token_cap(item[0]) != self.new_token_cap(chunk[0][0])
+            ):
+                yield chunk
+                chunk = []
+            chunk.append(item)
+        if chunk:
+            yield chunk
+
     def _generate_chunk(self, chunk) -> list:
         """Beams per prompt of the chunk; a failing batch is retried one record at a time, and a
         record that still fails gets its error message instead of beams."""
         prompts = [(ids, states) for _, _, ids, states, _ in chunk]
+        cap = self.new_token_cap(chunk[0][0])
         try:
-            return self._beam_search(prompts)
+            return self._beam_search(prompts, cap)
         except Exception:  # noqa: BLE001 - isolate the failing record below
             results = []
             for prompt in prompts:
                 try:
-                    results.append(self._beam_search([prompt])[0])
+                    results.append(self._beam_search([prompt], cap)[0])
                 except Exception as exc:  # noqa: BLE001 - recorded on the row
                     results.append(f"generation failed: {type(exc).__name__}: {exc}"[:500])
             return results
@@ -324,7 +361,8 @@ def generate_stage(
 ) -> dict:
     """Generate for the rows of `split` (all rows if None) of a linearized stage on Ray Data and
     write the generations stage. `decoding`: more `Generator` keywords (length_penalty,
-    repetition_penalty, no_repeat_ngram, coverage, weight, label_first, int8). Returns the manifest
+    repetition_penalty, no_repeat_ngram, coverage, weight, label_first, int8,
+    max_new_tokens_ratio, max_new_tokens_slack). Returns the manifest
     (`read == written + quarantined`: a record whose generation failed is written with its
     error, not dropped).
 

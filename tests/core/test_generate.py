@@ -61,3 +61,45 @@ def test_greedy_gives_one_candidate_with_its_normalised_score(llama_dir):
     assert [len(r["candidates"]) for r in rows] == [1, 1]
     assert all(r["error"] is None and math.isfinite(r["lm_score"]) for r in rows)
     assert all(r["lm_score"] < 0 for r in rows)  # a mean log-probability
+
+
+def test_new_token_cap_follows_the_prompt_and_keeps_each_record_its_own(llama_dir):
+    """`max_new_tokens_ratio`: a record's budget is ratio x its prompt + slack, rounded up to 8,
+    never above max_new_tokens; batches hold one cap, so a record's texts do not depend on the
+    other records of its block."""
+    capped = Generator(
+        llama_dir, None, beams=2, max_new_tokens=24, rerank=False, threads=1,
+        max_new_tokens_ratio=0.5, max_new_tokens_slack=0,
+    )  # fmt: skip
+    assert [capped.new_token_cap(n) for n in (1, 16, 17, 33, 48, 49, 200)] == [
+        8, 8, 16, 24, 24, 24, 24,
+    ]  # fmt: skip
+    plain = Generator(llama_dir, None, beams=2, max_new_tokens=24, rerank=False, threads=1)
+    assert plain.new_token_cap(1) == plain.new_token_cap(500) == 24
+    long_row = {"id": "d", "linearized": " ".join([DATA] * 3), "entities": []}
+    rows = [ROWS[1], long_row, ROWS[0]]
+    lengths = {r["id"]: len(capped._prompt(r["linearized"])[0]) for r in rows}
+    caps = {k: capped.new_token_cap(n) for k, n in lengths.items()}
+    assert caps["b"] < caps["d"]  # the short and the long record get different budgets
+    # one block: split into batches of one cap each (here every record alone or with its like)
+    todo = sorted((lengths[r["id"]], i, None, None, False) for i, r in enumerate(rows))
+    chunks = list(capped._chunks(todo))
+    assert all(len({capped.new_token_cap(t[0]) for t in c}) == 1 for c in chunks)
+    assert sum(len(c) for c in chunks) == 3
+    together = {r["id"]: r["candidates"] for r in capped.generate_rows(rows)}
+    for row in rows:  # each record alone: the same beams as within the block
+        (alone,) = capped.generate_rows([row])
+        assert [c["text"] for c in alone["candidates"]] == [c["text"] for c in together[row["id"]]]
+    # each batch's beam search was given its records' cap (a spy on the real generate call)
+    budgets, generate = [], capped.model.generate
+
+    def spy(**kwargs):
+        budgets.append((kwargs["inputs_embeds"].shape[0], kwargs["max_new_tokens"]))
+        return generate(**kwargs)
+
+    capped.model.generate = spy
+    capped.generate_rows(rows)
+    assert sorted(budgets) == sorted((len(c), capped.new_token_cap(c[0][0])) for c in chunks)
+    tok = capped.tokenizer
+    for c in together["b"]:  # no more tokens than its cap
+        assert len(tok(c["text"], add_special_tokens=False)["input_ids"]) <= caps["b"]
