@@ -238,3 +238,21 @@ def test_quality_and_decoding_benchmarks_read_a_real_run(trained_run, tmp_path):
     bench = json.loads(result.read_text())
     assert bench["records"] == 8 and bench["identical_candidates"] == 8
     assert len(bench["seconds_sorted"]) == len(bench["seconds_unsorted"]) == 1
+
+    # benchmarks/new_token_cap.py: a cap no lower than the budget changes no text
+    spec = importlib.util.spec_from_file_location("new_token_cap", "benchmarks/new_token_cap.py")
+    cap = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cap)
+    result = tmp_path / "cap.json"
+    cap.main(["--run", str(root / "runs" / "run1"), "--lm", str(lm_dir), "--classifier",
+              str(clf_dir), "--records", "6", "--beams", "2", "--settings",
+              "8,none 8,100 16,0.01", "--slack", "0", "--out", str(result)])  # fmt: skip
+    settings = json.loads(result.read_text())["settings"]
+    assert [(s["max_new_tokens"], s["ratio"]) for s in settings] == [(8, None), (8, 100.0),
+                                                                     (16, 0.01)]  # fmt: skip
+    assert settings[1]["same_texts_as_first"] == 6 and settings[1]["bleu"] == settings[0]["bleu"]
+    # a budget of 16 capped at 8 for every record (0.01 x a short prompt, rounded up to 8)
+    # decodes exactly as a budget of 8
+    assert settings[2]["same_texts_as_first"] == 6
+    with pytest.raises(SystemExit, match="test split"):
+        cap.main(["--run", str(root / "runs" / "run1"), "--lm", str(lm_dir), "--split", "test"])
