@@ -510,11 +510,15 @@ def ensure_ray(**init_kwargs) -> None:
     """`ray.init()` unless already connected; `RAY_ADDRESS` selects a cluster. A local instance
     runs its workers at normal priority (Ray's default niceness 15 starves training on a busy
     machine; `RAY_worker_niceness` set by the user wins). Every worker process of the job runs
-    `ray_setup.setup_worker` first (it quiets a warning Ray Train repeats once a second)."""
+    `ray_setup.setup_worker` first (it quiets a warning Ray Train repeats once a second).
+    Ray Train's print patch is off unless the user sets `RAY_TRAIN_ENABLE_PRINT_PATCH`: with it,
+    a training worker's `print` goes both to its stdout and through the root logger to stderr,
+    so every progress line reached the driver twice."""
     import ray
 
     if ray.is_initialized():
         return
+    os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
     address = os.environ.get("RAY_ADDRESS") or None
     if address is None:
         os.environ.setdefault("RAY_worker_niceness", "0")

@@ -49,3 +49,28 @@ ray.shutdown()
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "FILTERS ['Once']" in proc.stdout, proc.stdout[-2000:]
+
+
+def test_a_training_worker_prints_once(tmp_path):
+    """Ray Train's print patch (print -> stdout and the root logger) is off in `ensure_ray`'s
+    jobs: a worker's `print` is the builtin one, so each progress line reaches the driver once."""
+    script = f"""
+import builtins, ray
+from ray.train import ScalingConfig
+from ray.train.torch import TorchTrainer
+from datatuner_core.training import ensure_ray
+ensure_ray(num_cpus=1, include_dashboard=False)
+
+def loop():
+    with open({str(tmp_path / "print.txt")!r}, "w") as f:
+        f.write(builtins.print.__module__ + "." + builtins.print.__name__)
+
+TorchTrainer(loop, scaling_config=ScalingConfig(num_workers=1)).fit()
+ray.shutdown()
+"""
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (tmp_path / "print.txt").read_text() == "builtins.print"
