@@ -243,14 +243,14 @@ class Generator:
         """Batches of up to `batch_size` length-sorted prompts that share one new-token cap, so
         that a record's budget is its own, whatever else is in the block."""
         chunk: list[tuple] = []
+        cap = None
         for item in todo:
-            if chunk and (
-                len(chunk) == self.batch_size
-                or self.new_token_cap(item[0]) != self.new_token_cap(chunk[0][0])
-            ):
+            item_cap = self.new_token_cap(item[0])
+            if chunk and (len(chunk) == self.batch_size or item_cap != cap):
                 yield chunk
                 chunk = []
             chunk.append(item)
+            cap = item_cap
         if chunk:
             yield chunk
 

@@ -30,6 +30,16 @@ def test_the_repeated_warning_passes_once_and_everything_else_always():
     assert any(isinstance(f, Once) for f in logging.getLogger(CLEANER_LOGGER).filters)
 
 
+def _run_driver(script: str, cwd, timeout: int) -> subprocess.CompletedProcess:
+    """Run `script` as its own Ray driver (a fresh process: `ensure_ray` starts its own
+    instance there) and check it exited cleanly."""
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=timeout, cwd=cwd
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc
+
+
 def test_ensure_ray_runs_the_hook_in_every_worker(tmp_path):
     script = f"""
 import logging, ray
@@ -43,11 +53,7 @@ def filters():
 print("FILTERS", ray.get(filters.remote()))
 ray.shutdown()
 """
-    proc = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, timeout=180,
-        cwd=tmp_path,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    proc = _run_driver(script, tmp_path, timeout=180)
     assert "FILTERS ['Once']" in proc.stdout, proc.stdout[-2000:]
 
 
@@ -68,9 +74,5 @@ def loop():
 TorchTrainer(loop, scaling_config=ScalingConfig(num_workers=1)).fit()
 ray.shutdown()
 """
-    proc = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
-        cwd=tmp_path,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    _run_driver(script, tmp_path, timeout=300)
     assert (tmp_path / "print.txt").read_text() == "builtins.print"
