@@ -411,11 +411,12 @@ def generate_stage(
         ds = ds.add_column("_length", _linearized_length, batch_format="pyarrow")
         ds = ds.sort("_length").drop_columns(["_length"])
     ds = ds.repartition(blocks)
-    use_gpu = ray.cluster_resources().get("GPU", 0) >= 1
-    total_cpus = float(ray.cluster_resources().get("CPU", 1))
-    # The actors together leave one CPU for the read/repartition tasks (which would otherwise
-    # starve behind them); each runs torch on its share of the cores.
-    threads = max(1, int(total_cpus // max(actors, 1)))
+    plan = actor_plan(
+        actors, ray.cluster_resources().get("CPU", 1), ray.cluster_resources().get("GPU", 0)
+    )
+    if plan["actors"] != actors:
+        print(f"[generate] {actors} actors asked, {plan['actors']} started: {plan['why']}",
+              file=sys.stderr, flush=True)  # fmt: skip
     ds = ds.map_batches(
         Generator,
         fn_constructor_args=(lm_uri, classifier_uri),
@@ -426,13 +427,13 @@ def generate_stage(
             "rerank": rerank,
             **(decoding or {}),
             "storage_options": storage_options,
-            "threads": None if use_gpu else threads,
+            "threads": plan["threads"],
         },
         batch_size=batch_size * 4,  # a block per call: the actor sorts it by length
         batch_format="pyarrow",
-        compute=ray.data.ActorPoolStrategy(size=actors),
-        num_gpus=1 if use_gpu else 0,
-        num_cpus=max(0.25, (total_cpus - 1.0) / max(actors, 1)),
+        compute=ray.data.ActorPoolStrategy(size=plan["actors"]),
+        num_gpus=plan["num_gpus"],
+        num_cpus=plan["num_cpus"],
     )
     writer = storage.StageWriter(
         output_uri, "generate", GENERATIONS, storage_options=storage_options
@@ -450,6 +451,27 @@ def generate_stage(
         print(f"[generate] {seen} records ({rate:.1f}/s)", file=sys.stderr, flush=True)
     extra = {"records_per_s": round(seen / max(time.time() - started, 1e-9), 2)}
     return writer.commit(inputs=inputs, fingerprint=fp, config=config, extra=extra)
+
+
+def actor_plan(actors: int, cpus: float, gpus: float) -> dict:
+    """How `generate.actors` generation actors share the cluster. With GPUs: one GPU per actor,
+    at most as many actors as GPUs (more would wait forever for a GPU), torch's own threads.
+    On CPUs: the actors together leave one CPU for the read/repartition tasks (which would
+    otherwise starve behind them) and each runs torch on its share of the cores (2 cores,
+    2 actors: one thread each; benchmarks/actors.py measures which is faster)."""
+    actors = max(1, int(actors))
+    if gpus >= 1:
+        n = min(actors, int(gpus))
+        why = f"one GPU per actor, {int(gpus)} GPU(s)" if n < actors else ""
+        return {"actors": n, "threads": None, "num_gpus": 1,
+                "num_cpus": max(0.25, (float(cpus) - 1.0) / n), "why": why}  # fmt: skip
+    return {
+        "actors": actors,
+        "threads": max(1, int(float(cpus) // actors)),
+        "num_gpus": 0,
+        "num_cpus": max(0.25, (float(cpus) - 1.0) / actors),
+        "why": "",
+    }
 
 
 def _linearized_length(table):

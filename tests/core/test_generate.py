@@ -103,3 +103,20 @@ def test_new_token_cap_follows_the_prompt_and_keeps_each_record_its_own(llama_di
     tok = capped.tokenizer
     for c in together["b"]:  # no more tokens than its cap
         assert len(tok(c["text"], add_special_tokens=False)["input_ids"]) <= caps["b"]
+
+
+def test_actor_plan_shares_the_cores_and_never_asks_for_more_gpus_than_there_are():
+    from datatuner_core.generate import actor_plan
+
+    # 2 cores: one actor runs torch on both; two actors one thread each, and together leave
+    # one CPU to the read tasks
+    assert actor_plan(1, 2.0, 0) == {"actors": 1, "threads": 2, "num_gpus": 0, "num_cpus": 1.0,
+                                     "why": ""}  # fmt: skip
+    two = actor_plan(2, 2.0, 0)
+    assert (two["actors"], two["threads"], two["num_cpus"]) == (2, 1, 0.5)
+    assert actor_plan(4, 16.0, 0)["threads"] == 4 and actor_plan(0, 2.0, 0)["actors"] == 1
+    # one GPU: a second actor would wait forever for a GPU; it is not started, and says why
+    gpu = actor_plan(2, 16.0, 1.0)
+    assert (gpu["actors"], gpu["num_gpus"], gpu["threads"]) == (1, 1, None)
+    assert "one GPU per actor" in gpu["why"]
+    assert actor_plan(2, 16.0, 4.0)["actors"] == 2 and actor_plan(2, 16.0, 4.0)["why"] == ""
