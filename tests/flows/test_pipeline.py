@@ -256,3 +256,42 @@ def test_quality_and_decoding_benchmarks_read_a_real_run(trained_run, tmp_path):
     assert settings[2]["same_texts_as_first"] == 6
     with pytest.raises(SystemExit, match="test split"):
         cap.main(["--run", str(root / "runs" / "run1"), "--lm", str(lm_dir), "--split", "test"])
+
+    # benchmarks/actors.py: the real stage with 1, 2 and again 1 actor; every record written
+    # each time, and 1 actor twice gives the same texts and candidates (the comparison's base)
+    spec = importlib.util.spec_from_file_location("actors", "benchmarks/actors.py")
+    actors = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(actors)
+    result = tmp_path / "actors.json"
+    actors.main(["--run", str(root / "runs" / "run1"), "--lm", str(lm_dir), "--classifier",
+                 str(clf_dir), "--records", "6", "--beams", "2", "--max-new-tokens", "8",
+                 "--actors", "1 2 1", "--out", str(result)])  # fmt: skip
+    settings = json.loads(result.read_text())["settings"]
+    assert [(s["actors"], s["records"]) for s in settings] == [(1, 6), (2, 6), (1, 6)]
+    assert settings[2]["same_texts_as_first"] == settings[2]["same_candidates_as_first"] == 6
+    assert settings[2]["bleu"] == settings[0]["bleu"] and settings[0]["speedup_over_first"] == 1
+    with pytest.raises(SystemExit, match="test split"):
+        actors.main(["--run", str(root / "runs" / "run1"), "--lm", str(lm_dir), "--split", "test"])
+
+    # benchmarks/classifiers.py: one set of dev beams reranked by each classifier, and each
+    # classifier on each held-out set; the same classifier twice chooses the same texts
+    spec = importlib.util.spec_from_file_location("classifiers", "benchmarks/classifiers.py")
+    classifiers = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(classifiers)
+    result = tmp_path / "classifiers.json"
+    corruptions = root / "runs" / "run1" / "corruptions"
+    classifiers.main(["--run", str(root / "runs" / "run1"), "--lm", str(lm_dir), "--classifiers",
+                      f"{clf_dir} {clf_dir}", "--heldout", str(corruptions), "--records", "6",
+                      "--beams", "2", "--max-new-tokens", "8", "--out", str(result)])  # fmt: skip
+    bench = json.loads(result.read_text())
+    a, b = bench["rerank"]
+    assert a["records"] == b["records"] == 6 and b["same_texts_as_first"] == 6
+    assert sum(a["labels"].values()) == 6 and a["bleu"] == b["bleu"]
+    held = [r for r in storage.read_stage(str(corruptions)).to_pylist()
+            if r["split"] == "validation"]  # fmt: skip
+    x, y = bench["heldout"]
+    assert x["pairs"] == y["pairs"] == len(held) > 0 and x["macro_f1"] == y["macro_f1"]
+    assert set(x["caught"]) == {r["rule"] for r in held}
+    with pytest.raises(SystemExit, match="test split"):
+        classifiers.main(["--run", str(root / "runs" / "run1"), "--lm", str(lm_dir),
+                          "--classifiers", str(clf_dir), "--split", "test"])  # fmt: skip
