@@ -157,25 +157,33 @@ def entity_swap(text: str, entities: list[str], others: Iterable[str] = ()) -> l
     return outputs
 
 
-def _cut(surface: str, keep: int, from_start: bool) -> str:
-    """The first (or last) `keep` words of `surface`, without dangling punctuation."""
-    words = surface.split()
-    part = words[:keep] if from_start else words[len(words) - keep :]
-    return " ".join(part).strip(",;:-–")
+def _prefix(surface: str, keep: int) -> str:
+    """The first `keep` words of `surface`, without dangling punctuation."""
+    return " ".join(surface.split()[:keep]).strip(",;:-–")
+
+
+def _natural_cut(words: list[str], keep: int) -> bool:
+    """Whether keeping the first `keep` of `words` is how people shorten the name anyway: up to
+    a comma ("Appleton, Wisconsin" → "Appleton") or before a parenthesis ("Aarhus (city)")."""
+    return words[keep - 1].endswith(",") or words[keep].startswith("(")
 
 
 def entity_cut(text: str, entities: list[str]) -> list[str]:
-    """Cut every mention of one multi-word entity to a proper prefix or suffix of its words."""
+    """Cut every mention of one multi-word entity to a proper prefix of its words (the method's
+    rule). Not to a suffix, and not where the prefix is itself a usual short form: "the Alamo" →
+    "Alamo", "Baku Turkish Martyrs' Memorial" → "Memorial", "Appleton, Wisconsin" → "Appleton"
+    read as texts a person could write, and taught the classifier to call such texts errors."""
     outputs = []
     for mention in _mentions(text, _swappable(entities)):
-        n = len(mention.split())
+        words = mention.split()
         pattern = _mention_pattern(mention)
-        for keep in range(n - 1, 0, -1):
-            for from_start in (True, False):
-                part = _cut(mention, keep, from_start)
-                if not part or all(w.lower() in _STOPWORDS for w in part.split()):
-                    continue
-                outputs.append(pattern.sub(lambda m, k=keep, s=from_start: _cut(m[0], k, s), text))
+        for keep in range(len(words) - 1, 0, -1):
+            part = _prefix(mention, keep)
+            if not part or all(w.lower() in _STOPWORDS for w in part.split()):
+                continue
+            if _natural_cut(words, keep):
+                continue
+            outputs.append(pattern.sub(lambda m, k=keep: _prefix(m[0], k), text))
     return list(dict.fromkeys(outputs))
 
 

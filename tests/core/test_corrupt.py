@@ -176,15 +176,24 @@ def test_entity_swap_uses_the_pool_only_for_a_single_entity_record():
     assert entity_swap("Spaniards like it.", ["Spain", "Madrid"]) == []
 
 
-def test_entity_cut_keeps_a_proper_part_of_multi_word_mentions():
-    assert entity_cut("Alan Bean was born in Wheeler, Texas.", ["Alan Bean", "Wheeler, Texas"]) == [
+def test_entity_cut_keeps_a_proper_prefix_but_not_a_usual_short_form():
+    text = "Alan B. Miller Hall was born in Wheeler, Texas."
+    assert entity_cut(text, ["Alan B. Miller Hall", "Wheeler, Texas"]) == [
+        "Alan B. Miller was born in Wheeler, Texas.",
+        "Alan B. was born in Wheeler, Texas.",
         "Alan was born in Wheeler, Texas.",
-        "Bean was born in Wheeler, Texas.",
-        "Alan Bean was born in Wheeler.",
-        "Alan Bean was born in Texas.",
+        # not "Wheeler" (up to the comma) nor any suffix ("Hall", "Texas")
     ]
-    # stop-word-only parts are skipped; single-word entities cannot be cut
-    assert entity_cut("He visited the Alamo.", ["the Alamo", "Texas"]) == ["He visited Alamo."]
+    # every mention is cut alike, whatever its case
+    assert entity_cut("Alan Bean flew. alan bean rests.", ["Alan Bean"]) == [
+        "Alan flew. alan rests."
+    ]
+    # stop-word-only parts are skipped ("the"), a suffix is never kept ("Alamo"), nor a part
+    # before a parenthesis; single-word entities cannot be cut
+    assert entity_cut("He visited the Alamo.", ["the Alamo", "Texas"]) == []
+    assert entity_cut("Aarhus (Denmark) Airport is big.", ["Aarhus (Denmark) Airport"]) == [
+        "Aarhus (Denmark) is big."
+    ]
 
 
 def test_negation_removal_one_output_per_negation():
