@@ -17,7 +17,6 @@ near-tie between beams may break the other way. Dev only: the test split is refu
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
@@ -29,6 +28,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 
 def main(argv=None) -> int:
+    from decoding import emit_result
     from length_sort import sample_stage  # benchmarks/length_sort.py: the seeded sample stage
 
     from datatuner_core import evaluate, storage
@@ -94,9 +94,7 @@ def main(argv=None) -> int:
         "batch_size": args.batch_size, "max_new_tokens": args.max_new_tokens,
         "ratio": args.ratio, "classifier": args.classifier, "settings": settings,
     }  # fmt: skip
-    print(json.dumps(result, indent=2))
-    if args.out:
-        Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    emit_result(result, args.out)
     return 0
 
 

@@ -92,6 +92,8 @@ def cross_heldout(classifiers: list[str], stages: list[str], batch_size: int = 6
 
 
 def main(argv=None) -> int:
+    from decoding import emit_result
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", required=True, help="a run folder (its linearized stage is read)")
     parser.add_argument("--lm", required=True)
@@ -115,9 +117,7 @@ def main(argv=None) -> int:
         "rerank": rerank_on_dev(args, classifiers),
         "heldout": cross_heldout(classifiers, args.heldout.split()),
     }  # fmt: skip
-    print(json.dumps(result, indent=2))
-    if args.out:
-        Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    emit_result(result, args.out)
     return 0
 
 

@@ -36,6 +36,13 @@ def sample_rows(run: str, split: str, n: int, source_order: bool = False) -> lis
     return [rows[i] for i in (sorted(picked) if source_order else picked)]
 
 
+def emit_result(result: dict, out: str | None) -> None:
+    """Print a benchmark's result as JSON, and write it to `out` when given."""
+    print(json.dumps(result, indent=2))
+    if out:
+        Path(out).write_text(json.dumps(result, indent=2) + "\n")
+
+
 def main(argv=None) -> int:
     from datatuner_core import evaluate
     from datatuner_core.generate import Generator

@@ -13,7 +13,6 @@ No classifier: reranking does not depend on the order.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
@@ -42,6 +41,8 @@ def sample_stage(run: str, split: str, n: int, out: str, order: str = "random") 
 
 
 def main(argv=None) -> int:
+    from decoding import emit_result
+
     from datatuner_core import storage
     from datatuner_core.generate import generate_stage
     from datatuner_core.training import ensure_ray
@@ -92,9 +93,7 @@ def main(argv=None) -> int:
         "records_per_s_sorted": round(n / on, 3), "speedup": round(off / on, 3),
         "identical_candidates": same,
     }  # fmt: skip
-    print(json.dumps(result, indent=2))
-    if args.out:
-        Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    emit_result(result, args.out)
     return 0
 
 

@@ -34,7 +34,7 @@ def parse_settings(text: str) -> list[tuple[int, float | None]]:
 
 
 def main(argv=None) -> int:
-    from decoding import sample_rows
+    from decoding import emit_result, sample_rows
 
     from datatuner_core import evaluate
     from datatuner_core.generate import Generator
@@ -80,9 +80,7 @@ def main(argv=None) -> int:
         "records": len(rows), "split": args.split, "beams": args.beams,
         "batch_size": args.batch_size, "classifier": args.classifier, "settings": results,
     }  # fmt: skip
-    print(json.dumps(result, indent=2))
-    if args.out:
-        Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    emit_result(result, args.out)
     return 0
 
 
