@@ -16,7 +16,6 @@ near-tie between beams may break the other way. Dev only: the test split is refu
 
 from __future__ import annotations
 
-import argparse
 import sys
 import tempfile
 import time
@@ -28,30 +27,21 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 
 def main(argv=None) -> int:
-    from decoding import emit_result
+    from decoding import dev_parser, emit_result, parse_dev_args
     from length_sort import sample_stage  # benchmarks/length_sort.py: the seeded sample stage
 
     from datatuner_core import evaluate, storage
     from datatuner_core.generate import generate_stage
     from datatuner_core.training import ensure_ray
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--run", required=True, help="a run folder (its linearized stage is read)")
-    parser.add_argument("--lm", required=True)
+    parser = dev_parser(__doc__, records=512)
     parser.add_argument("--classifier", default=None, help="rerank with it (else the top beam)")
-    parser.add_argument("--split", default="validation")
-    parser.add_argument("--records", type=int, default=512)
     parser.add_argument("--actors", default="1 2", help="actor counts; one may repeat: '1 2 1'")
-    parser.add_argument("--beams", type=int, default=3)
-    parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--ratio", type=float, default=None, help="generate.max_new_tokens_ratio")
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--order", choices=("random", "source"), default="source")
-    parser.add_argument("--out", default=None)
-    args = parser.parse_args(argv)
-    if args.split == "test":
-        raise SystemExit("actors.py compares on dev; the test split is not used to choose")
+    args = parse_dev_args(parser, argv, "actors.py")
 
     counts = [int(a) for a in args.actors.split()]
     work = Path(tempfile.mkdtemp(prefix="bench-actors-"))

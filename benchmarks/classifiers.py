@@ -17,7 +17,6 @@ Dev only: the test split is refused.
 
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 import sys
@@ -92,24 +91,15 @@ def cross_heldout(classifiers: list[str], stages: list[str], batch_size: int = 6
 
 
 def main(argv=None) -> int:
-    from decoding import emit_result
+    from decoding import dev_parser, emit_result, parse_dev_args
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--run", required=True, help="a run folder (its linearized stage is read)")
-    parser.add_argument("--lm", required=True)
+    parser = dev_parser(__doc__, records=480)
     parser.add_argument("--classifiers", required=True, help="space-separated classifier URIs")
     parser.add_argument("--heldout", default="", help="space-separated corruption stage URIs")
-    parser.add_argument("--split", default="validation")
-    parser.add_argument("--records", type=int, default=480)
-    parser.add_argument("--beams", type=int, default=3)
-    parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--ratio", type=float, default=1.0, help="generate.max_new_tokens_ratio")
     parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--out", default=None)
-    args = parser.parse_args(argv)
-    if args.split == "test":
-        raise SystemExit("classifiers.py compares on dev; the test split is not used to choose")
+    args = parse_dev_args(parser, argv, "classifiers.py")
 
     classifiers = args.classifiers.split()
     result = {

@@ -36,6 +36,28 @@ def sample_rows(run: str, split: str, n: int, source_order: bool = False) -> lis
     return [rows[i] for i in (sorted(picked) if source_order else picked)]
 
 
+def dev_parser(doc: str, records: int) -> argparse.ArgumentParser:
+    """The flags every side-by-side benchmark on a run's dev records shares (a benchmark adds its
+    own): the run, the LM, the split and sample size, the beam search shape, the result file."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--run", required=True, help="a run folder (its linearized stage is read)")
+    parser.add_argument("--lm", required=True)
+    parser.add_argument("--split", default="validation")
+    parser.add_argument("--records", type=int, default=records)
+    parser.add_argument("--beams", type=int, default=3)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--out", default=None)
+    return parser
+
+
+def parse_dev_args(parser: argparse.ArgumentParser, argv, name: str) -> argparse.Namespace:
+    """`parser`'s arguments; a benchmark that chooses settings refuses the test split."""
+    args = parser.parse_args(argv)
+    if args.split == "test":
+        raise SystemExit(f"{name} compares on dev; the test split is not used to choose")
+    return args
+
+
 def emit_result(result: dict, out: str | None) -> None:
     """Print a benchmark's result as JSON, and write it to `out` when given."""
     print(json.dumps(result, indent=2))

@@ -12,7 +12,6 @@ No classifier: reranking does not depend on the order.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import tempfile
 import time
@@ -41,26 +40,19 @@ def sample_stage(run: str, split: str, n: int, out: str, order: str = "random") 
 
 
 def main(argv=None) -> int:
-    from decoding import emit_result
+    from decoding import dev_parser, emit_result
 
     from datatuner_core import storage
     from datatuner_core.generate import generate_stage
     from datatuner_core.training import ensure_ray
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--run", required=True, help="a run folder (its linearized stage is read)")
-    parser.add_argument("--lm", required=True)
-    parser.add_argument("--split", default="validation")
-    parser.add_argument("--records", type=int, default=256)
-    parser.add_argument("--beams", type=int, default=3)
-    parser.add_argument("--batch-size", type=int, default=16)
+    parser = dev_parser(__doc__, records=256)
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument(
         "--order", choices=("random", "source"), default="random",
         help="the sample's input order: random, or the split's own (WebNLG: by triple count)",
     )  # fmt: skip
-    parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
 
     work = Path(tempfile.mkdtemp(prefix="bench-length-sort-"))

@@ -14,7 +14,6 @@ on it).
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -34,26 +33,17 @@ def parse_settings(text: str) -> list[tuple[int, float | None]]:
 
 
 def main(argv=None) -> int:
-    from decoding import emit_result, sample_rows
+    from decoding import dev_parser, emit_result, parse_dev_args, sample_rows
 
     from datatuner_core import evaluate
     from datatuner_core.generate import Generator
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--run", required=True, help="a run folder (its linearized stage is read)")
-    parser.add_argument("--lm", required=True)
+    parser = dev_parser(__doc__, records=400)
     parser.add_argument("--classifier", default=None, help="rerank with it (else the top beam)")
-    parser.add_argument("--split", default="validation")
-    parser.add_argument("--records", type=int, default=400)
     parser.add_argument("--settings", default="64,none 64,1.0")
     parser.add_argument("--slack", type=int, default=16)
-    parser.add_argument("--beams", type=int, default=3)
-    parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--out", default=None)
-    args = parser.parse_args(argv)
-    if args.split == "test":
-        raise SystemExit("new_token_cap.py compares on dev; the test split is not used to choose")
+    args = parse_dev_args(parser, argv, "new_token_cap.py")
 
     rows = sample_rows(args.run, args.split, args.records, source_order=True)
     results, first = [], None
