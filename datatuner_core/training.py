@@ -106,6 +106,7 @@ class TrainConfig:
     seed: int = 42
     eval_batch_size: int | None = None  # default: 2 × batch_size
     checkpoint_every: int | None = None  # optimizer steps between mid-epoch checkpoints
+    eval_every: int | None = None  # optimizer steps between mid-epoch validations (+ checkpoint)
     bucket_chunk: int = 50  # batches per length-sorting chunk
     bucketed: bool = True  # False: plain random batches (the benchmark baseline)
     cpus_per_worker: int = 1
@@ -339,6 +340,8 @@ class _Worker:
             elif self.p.step >= max_steps:
                 self.p.stopped = "max_steps"
                 self._validate_and_checkpoint(partial=True)
+            elif cfg.eval_every and self.p.step % cfg.eval_every == 0:
+                self._validate_and_checkpoint(partial=True)  # a learning curve within one run
             elif cfg.checkpoint_every and self.p.step % cfg.checkpoint_every == 0:
                 self._checkpoint({self.task.monitor: UNVALIDATED})
 

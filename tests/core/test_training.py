@@ -4,6 +4,7 @@ and the saved model reloading with plain `transformers`."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -154,3 +155,59 @@ def test_crash_then_resume_continues_with_identical_losses(fresh_run, lm_task, t
     assert crashed["metrics"]["steps"] == 4
     assert crashed["metrics"]["train_loss"] == card["metrics"]["train_loss"]  # bit for bit
     assert crashed["metrics"]["evaluations"] == card["metrics"]["evaluations"]
+
+
+def test_eval_every_validates_mid_epoch_and_exports_the_best(ray_local, lm_task, tmp_path):
+    """`eval_every` gives a learning curve within one run: validations at steps 2 and 4 of one
+    epoch (both partial: no early stopping counts them), the best of them exported."""
+    task, train, val = lm_task
+    config = {**RUN, "epochs": 1, "max_steps": 4, "checkpoint_every": None, "eval_every": 2}
+    card = training.train_with_ray(task, train, val, config, str(tmp_path / "m"), num_workers=1)
+    m = card["metrics"]
+    assert [(e["step"], e["partial"]) for e in m["evaluations"]] == [(2, True), (4, True)]
+    ppl = {e["step"]: e["val_ppl"] for e in m["evaluations"]}
+    assert ppl[2] != ppl[4]
+    assert m["best"]["step"] == min(ppl, key=ppl.get)
+    assert m["val_ppl_per_epoch"] == []  # no epoch ended: only partial validations
+
+
+def test_classifier_curve_benchmark_reports_each_validation(ray_local, tmp_path):
+    """benchmarks/classifier_curve.py: the demo preset's data (capped) corrupted, a scratch
+    classifier validated every 2 of 4 steps; the exported model is the best point's."""
+    import importlib.util
+
+    from datatuner_core.classifier import metrics_from_confusion
+
+    from ..conftest import SAMPLE
+
+    spec = importlib.util.spec_from_file_location("classifier_curve", "benchmarks/classifier_curve.py")
+    curve = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(curve)
+    sets = [f"dataset.paths.{k}={SAMPLE}/webnlg/{d}" for k, d in
+            (("train", "train"), ("validation", "dev"), ("test", "test"))]  # fmt: skip
+    sets += ["dataset.max_records.train=120", "dataset.max_records.validation=20",
+             "corrupt.per_example=2", "classifier.batch_size=8", "classifier.workers=1",
+             "classifier.warmup_steps=1"]  # fmt: skip
+    out = tmp_path / "curve.json"
+    argv = ["--preset", "configs/demo.yaml", "--storage", str(tmp_path / "store"), "--steps", "4",
+            "--eval-every", "2", *sum((["--set", s] for s in sets), []), "--out", str(out)]
+    assert curve.main(argv) == 0
+    result = json.loads(out.read_text())
+    points = result["points"]
+    assert [p["step"] for p in points] == [2, 4] and result["steps"] == 4
+    run = tmp_path / "store" / "runs" / "demo-curve"
+    held = [r for r in storage.read_stage(str(run / "corruptions")).to_pylist()
+            if r["split"] == "validation"]  # fmt: skip
+    records = storage.read_stage(str(run / "records")).to_pylist()
+    assert {r["split"] for r in records} == {"train", "validation"}  # the test split is not read
+    assert set(points[0]["caught"]) == {r["rule"] for r in held}
+    best = max(p["macro_f1"] for p in points)  # the exported model: a best point (ties: either)
+    assert result["exported_step"] in [p["step"] for p in points if p["macro_f1"] == best]
+    assert round(result["exported_macro_f1"], 4) == best
+    card = json.loads((Path(result["model"]) / training.CARD_FILE).read_text())
+    first = card["metrics"]["evaluations"][0]
+    assert sum(map(sum, first["confusion"])) == len(held)
+    assert round(metrics_from_confusion(first["confusion"])["macro_f1"], 4) == points[0]["macro_f1"]
+    with pytest.raises(SystemExit):
+        curve.main(["--preset", "configs/demo.yaml", "--storage", str(tmp_path), "--steps", "2",
+                    "--eval-every", "3"])  # fmt: skip
