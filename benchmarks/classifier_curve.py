@@ -60,7 +60,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--preset", required=True)
     p.add_argument("--storage", required=True)
-    p.add_argument("--steps", type=int, required=True, help="optimizer steps (classifier.max_steps)")
+    p.add_argument("--steps", type=int, required=True, help="classifier.max_steps")
     p.add_argument("--eval-every", type=int, required=True, help="steps between validations")
     p.add_argument("--label", default="curve", help="the model version's name under models/")
     p.add_argument("--set", action="append", default=[], help="extra config override")

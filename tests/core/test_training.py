@@ -180,7 +180,8 @@ def test_classifier_curve_benchmark_reports_each_validation(ray_local, tmp_path)
 
     from ..conftest import SAMPLE
 
-    spec = importlib.util.spec_from_file_location("classifier_curve", "benchmarks/classifier_curve.py")
+    path = "benchmarks/classifier_curve.py"
+    spec = importlib.util.spec_from_file_location("classifier_curve", path)
     curve = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(curve)
     sets = [f"dataset.paths.{k}={SAMPLE}/webnlg/{d}" for k, d in
@@ -189,8 +190,9 @@ def test_classifier_curve_benchmark_reports_each_validation(ray_local, tmp_path)
              "corrupt.per_example=2", "classifier.batch_size=8", "classifier.workers=1",
              "classifier.warmup_steps=1"]  # fmt: skip
     out = tmp_path / "curve.json"
-    argv = ["--preset", "configs/demo.yaml", "--storage", str(tmp_path / "store"), "--steps", "4",
-            "--eval-every", "2", *sum((["--set", s] for s in sets), []), "--out", str(out)]
+    argv = ["--preset", "configs/demo.yaml", "--storage", str(tmp_path / "store"),
+            "--steps", "4", "--eval-every", "2", "--out", str(out),
+            *sum((["--set", s] for s in sets), [])]  # fmt: skip
     assert curve.main(argv) == 0
     result = json.loads(out.read_text())
     points = result["points"]
