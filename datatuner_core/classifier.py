@@ -237,6 +237,28 @@ def build_classifier(
     return model
 
 
+def freeze_bottom(model, layers: int) -> dict:
+    """Freeze the embeddings and the bottom `layers` encoder layers (nothing when 0). Nothing
+    below the first trainable layer needs a gradient, so the backward pass stops there: with 3 of
+    MiniLM's 6 layers frozen a step does the forward of 6 layers and the backward of 3. The new
+    marker rows keep their initial (mean-resized) values. Returns parameter counts."""
+    from .state_lm import decoder_layers
+
+    if layers:
+        stack = decoder_layers(model)
+        if stack is None:
+            raise ValueError(f"{type(model).__name__}: cannot find its encoder layers to freeze")
+        if layers > len(stack):
+            raise ValueError(f"freeze_layers={layers} but the model has {len(stack)} layers")
+        model.base_model.embeddings.requires_grad_(False)
+        for block in stack[:layers]:
+            block.requires_grad_(False)
+    return {
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
+    }
+
+
 def has_segments(base: str) -> bool:
     """Whether the architecture has segment embeddings (`type_vocab_size >= 2`)."""
     if is_scratch(base):
@@ -490,6 +512,7 @@ class ClassifierTask(TrainTask):
     segments: bool | None = None  # None: from the architecture (type_vocab_size >= 2)
     shape: tuple[int, int, int] | None = None  # scratch (layers, width, heads) override
     special_tokens: list[str] = field(default_factory=list)
+    freeze_layers: int = 0  # bottom encoder layers frozen, with the embeddings
     name: str = "classifier"
     # Best checkpoint / early stopping on macro-F1 (negated: the trainer minimises). Training is
     # class-balanced but the held-out split is not, so the validation loss mostly measures the
@@ -520,6 +543,7 @@ class ClassifierTask(TrainTask):
     def build_model(self):
         model = build_classifier(self.base, self.tokenizer, shape=self.shape)
         _check_labels(model.config)
+        self.parameter_counts = freeze_bottom(model, self.freeze_layers)
         return model
 
     def encode(self, rows: list[dict]) -> list[dict]:
@@ -772,6 +796,7 @@ def train_classifier(
         lowercase=lowercase,
         shape=shape,
         special_tokens=list(special_tokens),
+        freeze_layers=int(options.get("freeze_layers") or 0),
     )
     train_config = {**options, **(train_overrides or {})}
     card = train_with_ray(

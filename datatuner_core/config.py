@@ -94,6 +94,12 @@ class ClassifierConfig(_Strict):
     workers: int = Field(2, ge=1)
     cpus_per_worker: int = Field(1, ge=1, description="CPUs (torch threads) per worker")
     max_steps: int | None = Field(None, ge=1)
+    freeze_layers: int = Field(
+        0,
+        ge=0,
+        description="bottom encoder layers kept frozen, and the embeddings with them: the "
+        "backward pass stops above them (0 = all train)",
+    )
     seed: int = 42
 
 

@@ -156,6 +156,40 @@ def test_collate_pads_dynamically_and_loss_runs(tok):
     assert sum(v for k, v in sums.items() if k.startswith("cm_")) == 2 and sums["n"] == 2
 
 
+def test_freeze_layers_stops_the_backward_above_the_frozen_layers(tok):
+    """`freeze_layers=1` of 2: the embeddings and layer 0 get no gradient and do not change in a
+    step, layer 1 and the head do; the loss is the unfrozen model's (freezing changes no
+    forward); too many layers is a clear error."""
+    import torch
+
+    rows = [
+        {"linearized": DATA, "text": TEXT, "label": "accurate"},
+        {"linearized": DATA, "text": "Aarhus.", "label": "omission"},
+    ]
+    torch.manual_seed(0)
+    full = clf.ClassifierTask(tokenizer=tok, shape=TINY).build_model()
+    task = clf.ClassifierTask(tokenizer=tok, shape=TINY, freeze_layers=1)
+    torch.manual_seed(0)
+    model = task.build_model()
+    batch = task.collate(task.encode(rows))
+    full.train(False), model.train(False)  # no dropout: the same forward
+    assert torch.equal(task.loss(model, batch), task.loss(full, batch))
+    counts = task.parameter_counts
+    embeddings = sum(p.numel() for p in model.bert.embeddings.parameters())
+    layer = sum(p.numel() for p in model.bert.encoder.layer[0].parameters())
+    assert counts["trainable_parameters"] == counts["parameters"] - embeddings - layer
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
+    task.loss(model, batch).backward()
+    optimizer.step()
+    for name, p in model.named_parameters():
+        frozen = name.startswith(("bert.embeddings.", "bert.encoder.layer.0."))
+        assert (p.grad is None) == frozen, name
+        assert torch.equal(p, before[name]) == frozen or not frozen and p.grad.abs().sum() == 0
+    with pytest.raises(ValueError, match="freeze_layers=3 but the model has 2 layers"):
+        clf.ClassifierTask(tokenizer=tok, shape=TINY, freeze_layers=3).build_model()
+
+
 def test_metrics_from_confusion_by_hand():
     cm = [[5, 1, 0, 0, 0], [2, 3, 0, 0, 0], [0, 0, 0, 0, 0], [0, 0, 0, 4, 0], [0, 0, 0, 0, 1]]
     m = clf.metrics_from_confusion(cm)
