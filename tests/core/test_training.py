@@ -213,3 +213,25 @@ def test_classifier_curve_benchmark_reports_each_validation(ray_local, tmp_path)
     with pytest.raises(SystemExit):
         curve.main(["--preset", "configs/demo.yaml", "--storage", str(tmp_path), "--steps", "2",
                     "--eval-every", "3"])  # fmt: skip
+
+    # benchmarks/classifier_freeze.py on the same run: the same batches for each setting, a
+    # frozen layer fewer trainable parameters, a clear error for more layers than the model has
+    spec = importlib.util.spec_from_file_location(
+        "classifier_freeze", "benchmarks/classifier_freeze.py"
+    )
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = tmp_path / "freeze.json"
+    argv = ["--run", str(run), "--base", "scratch:tiny", "--freeze", "0 1", "--steps", "2",
+            "--rounds", "2", "--batch-size", "4", "--max-length", "64",
+            "--out", str(out)]  # fmt: skip
+    assert bench.main(argv) == 0
+    result = json.loads(out.read_text())
+    full, frozen = result["settings"]
+    assert (full["freeze_layers"], frozen["freeze_layers"]) == (0, 1)
+    assert len(full["round_seconds"]) == len(frozen["round_seconds"]) == 2
+    assert full["speedup"] == 1.0 and frozen["speedup"] > 0 and result["tokens_per_round"] > 0
+    assert full["parameters"] == frozen["parameters"] > frozen["trainable_parameters"]
+    assert full["trainable_parameters"] == full["parameters"]
+    with pytest.raises(ValueError, match="freeze_layers=9"):
+        bench.main([*argv[:4], "--freeze", "9", *argv[6:]])
