@@ -242,21 +242,12 @@ def freeze_bottom(model, layers: int) -> dict:
     below the first trainable layer needs a gradient, so the backward pass stops there: with 3 of
     MiniLM's 6 layers frozen a step does the forward of 6 layers and the backward of 3. The new
     marker rows keep their initial (mean-resized) values. Returns parameter counts."""
-    from .state_lm import decoder_layers
+    from .state_lm import freeze_bottom_layers, parameter_counts
 
     if layers:
-        stack = decoder_layers(model)
-        if stack is None:
-            raise ValueError(f"{type(model).__name__}: cannot find its encoder layers to freeze")
-        if layers > len(stack):
-            raise ValueError(f"freeze_layers={layers} but the model has {len(stack)} layers")
+        freeze_bottom_layers(model, layers)
         model.base_model.embeddings.requires_grad_(False)
-        for block in stack[:layers]:
-            block.requires_grad_(False)
-    return {
-        "parameters": sum(p.numel() for p in model.parameters()),
-        "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
-    }
+    return parameter_counts(model)
 
 
 def has_segments(base: str) -> bool:

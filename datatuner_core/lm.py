@@ -234,16 +234,13 @@ class LMTask(TrainTask):
 
     def build_model(self):
         """A `state_lm.StateLM` (what the trainer and DDP see; `.lm` is the plain model)."""
-        from .state_lm import StateLM, freeze
+        from .state_lm import StateLM, freeze, parameter_counts
 
         model = build_lm(self.base, self.tokenizer, shape=self.shape)
         freeze(model, self.freeze_layers, self.freeze_embeddings)
         # the special tokens' rows are new: they train even when the embeddings are frozen
         lm = StateLM(model, special_token_ids(self.tokenizer, self.special_tokens))
-        self.parameter_counts = {
-            "parameters": sum(p.numel() for p in lm.parameters()),
-            "trainable_parameters": sum(p.numel() for p in lm.parameters() if p.requires_grad),
-        }
+        self.parameter_counts = parameter_counts(lm)
         return lm
 
     def encode(self, rows: list[dict]) -> list[dict]:

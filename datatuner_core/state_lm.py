@@ -135,17 +135,31 @@ def decoder_layers(model) -> torch.nn.ModuleList | None:
     return None
 
 
+def freeze_bottom_layers(model, layers: int) -> None:
+    """Freeze the bottom `layers` blocks of the model's layer stack (decoder or encoder)."""
+    if not layers:
+        return
+    stack = decoder_layers(model)
+    if stack is None:
+        raise ValueError(f"{type(model).__name__}: cannot find its layers to freeze")
+    if layers > len(stack):
+        raise ValueError(f"freeze_layers={layers} but the model has {len(stack)} layers")
+    for block in stack[:layers]:
+        block.requires_grad_(False)
+
+
+def parameter_counts(model) -> dict:
+    """All and trainable parameter counts (the training card records both)."""
+    return {
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
+    }
+
+
 def freeze(model, layers: int = 0, embeddings: bool = False) -> dict:
     """Freeze the bottom `layers` decoder blocks and, if `embeddings`, the input embeddings (and
     positions); a tied output layer is untied first so that it still trains. Returns counts."""
-    if layers:
-        stack = decoder_layers(model)
-        if stack is None:
-            raise ValueError(f"{type(model).__name__}: cannot find its decoder layers to freeze")
-        if layers > len(stack):
-            raise ValueError(f"freeze_layers={layers} but the model has {len(stack)} layers")
-        for block in stack[:layers]:
-            block.requires_grad_(False)
+    freeze_bottom_layers(model, layers)
     if embeddings:
         embed, head = model.get_input_embeddings(), model.get_output_embeddings()
         if head is not None and head.weight is embed.weight:
@@ -158,6 +172,4 @@ def freeze(model, layers: int = 0, embeddings: bool = False) -> dict:
             positions = getattr(model.base_model, name, None)
             if positions is not None:
                 positions.requires_grad_(False)
-    total = sum(p.numel() for p in model.parameters())
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    return {"parameters": total, "trainable_parameters": trainable}
+    return parameter_counts(model)
