@@ -6,11 +6,12 @@ the same batches, one process, the settings taking turns.
         --out benchmarks/results/classifier-freeze-webnlg-smol.json
 
 Reads the train pairs of a run's corruption stage (and its linearized stage's special tokens),
-draws `--steps` length-bucketed batches of `--batch-size` pairs (seeded; the trainer's
-`plan_batches`), and for each `classifier.freeze_layers` value builds the classifier (same
-initial weights: one seed) and times forward, backward, clipping and an AdamW step over those
-batches, `--rounds` times in turn (0, 3, 0, 3, ...) so that a machine getting slower or faster
-mid-run weighs on every setting alike; a first warm-up batch per setting is not timed. Reports
+draws `--steps` length-bucketed batches of `--batch-size` pairs (a seeded sample of the pairs,
+batched by the trainer's `plan_batches`), and for each `classifier.freeze_layers` value builds
+the classifier (same initial weights: one seed) and times forward, backward, clipping and an
+AdamW step over those batches, `--rounds` times in turn (0, 3, 0, 3, ...) so that a machine
+getting slower or faster mid-run weighs on every setting alike; a first warm-up batch per
+setting is not timed. Reports
 seconds per step (the median round), tokens per second, the speed-up over the first setting,
 trainable parameters, and the mean training loss of each setting's last round (the same batches:
 a sign of how much the frozen layers cost in fit over these few steps, not a quality measure —
@@ -21,6 +22,7 @@ several workers, the all-reduce; this isolates what freezing changes.
 from __future__ import annotations
 
 import argparse
+import random
 import statistics
 import sys
 import time
@@ -38,7 +40,7 @@ def main(argv=None) -> int:
     from datatuner_core import storage
     from datatuner_core.classifier import ClassifierTask, _pairs_of, build_classifier_tokenizer
     from datatuner_core.tokenizer import is_scratch
-    from datatuner_core.training import plan_batches
+    from datatuner_core.training import TrainConfig, plan_batches
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--run", required=True, help="run folder with corruptions/ and linearized/")
@@ -69,9 +71,15 @@ def main(argv=None) -> int:
     tokenizer = build_classifier_tokenizer(args.base, pairs, specials, 8192)
     probe = ClassifierTask(tokenizer=tokenizer, base=args.base, max_length=args.max_length,
                            special_tokens=specials)  # fmt: skip
+    # only the pairs the batches can draw on are encoded: one bucketing chunk, or more if the
+    # steps need more (a seeded sample, not all of a 144k-pair stage)
+    wanted = max(args.steps + 1, TrainConfig.bucket_chunk) * args.batch_size
+    if len(rows) > wanted:
+        rows = random.Random(args.seed).sample(rows, wanted)
     examples = probe.encode(rows)
     lengths = [len(e["input_ids"]) for e in examples]
-    plan = plan_batches(lengths, args.batch_size, args.seed)[: args.steps + 1]
+    plan = plan_batches(lengths, args.batch_size, args.seed, chunk=TrainConfig.bucket_chunk)
+    plan = plan[: args.steps + 1]
     batches = [probe.collate([examples[i] for i in idx]) for idx in plan]
     tokens = sum(int(b["attention_mask"].sum()) for b in batches[1:])
 
