@@ -11,7 +11,8 @@ Systems, per preset:
     # train + generate + evaluate (hours on a CPU), then the report:
     .venv/bin/python benchmarks/quality.py run --preset configs/webnlg-smol.yaml --storage /tmp/q
     .venv/bin/python benchmarks/quality.py run --preset configs/webnlg-tiny.yaml --storage /tmp/q
-    .venv/bin/python benchmarks/quality.py report --storage /tmp/q --out benchmarks/results
+    .venv/bin/python benchmarks/quality.py report --storage /tmp/q --out benchmarks/results \
+        --keep benchmarks/results/quality.json   # the earlier report's other presets stay
     # only the fine-state run (FC and No_FC): add --no-coarse; only the coarse one: --modes coarse
     # a seeded test sample (half seen, half unseen) with a run's models, when the CPU budget
     # cannot verbalize the whole split:
@@ -251,66 +252,112 @@ def minutes(seconds) -> str:
     return "—" if seconds is None else f"{seconds / 60:.1f}"
 
 
+def collect_preset(storage: Path, name: str) -> dict:
+    """One preset's runs under `storage`: the fine and coarse runs, the fine run's rescores and
+    the coverage check on the human references."""
+    fine, coarse = collect(storage, f"{name}-fine"), collect(storage, f"{name}-coarse")
+    any_run = fine or coarse
+    return {
+        "storage": [str(storage)], "fine": fine, "coarse": coarse,
+        "rescored": rescored(storage, f"{name}-fine"),
+        "reference_coverage": reference_coverage(storage, any_run["run_id"]) if any_run else None,
+    }  # fmt: skip
+
+
+def merge_preset(new: dict, kept: dict | None) -> dict:
+    """A preset found in this storage over the same preset of a kept report: each run (fine,
+    coarse) and each rescore label from the storage where it has one, else the kept one's (a
+    report assembled over sessions whose storages are gone keeps every figure it had)."""
+    if not kept:
+        return new
+    labels = {r["label"]: r for r in kept.get("rescored") or []}
+    labels.update({r["label"]: r for r in new["rescored"]})
+    return {
+        "storage": list(dict.fromkeys([*(kept.get("storage") or []), *new["storage"]])),
+        "fine": new["fine"] or kept.get("fine"),
+        "coarse": new["coarse"] or kept.get("coarse"),
+        "rescored": [labels[k] for k in sorted(labels)],
+        "reference_coverage": new["reference_coverage"] or kept.get("reference_coverage"),
+    }  # fmt: skip
+
+
+def preset_lines(name: str, entry: dict) -> list[str]:
+    """The markdown of one preset: its systems, its runs' figures and its classifiers' rules."""
+    fine, coarse, again = entry["fine"], entry["coarse"], entry["rescored"]
+    any_run = fine or coarse or {}
+    base, clf_base = any_run.get("lm_base"), any_run.get("classifier_base")
+    lines = [f"## {name} (LM {base}, classifier {clf_base})",
+             "",
+             "| system | BLEU | seen | unseen | chrF | coverage error (missing / halluc.) | "
+             + " | ".join(LABELS) + " |",
+             "|---|---|---|---|---|---|" + "---|" * len(LABELS)]  # fmt: skip
+    systems, floor = entry["systems"], entry["reference_coverage"]
+    if floor:
+        human = {"system": "human reference (first of each record)",
+                 "coverage_error": floor["error_rate"],
+                 "coverage_missing": floor["missing_rate"],
+                 "coverage_hallucinated": floor["hallucination_rate"]}  # fmt: skip
+        systems = [*systems, human]
+    for s in systems:
+        counts = s.get("labels") or {}
+        lines.append(
+            f"| {s['system']} | {fmt(s.get('bleu'))} | {fmt(s.get('bleu_seen'))} | "
+            f"{fmt(s.get('bleu_unseen'))} | {fmt(s.get('chrf'))} | "
+            f"{fmt(s['coverage_error'], True)} "
+            f"({fmt(s['coverage_missing'], True)} / {fmt(s['coverage_hallucinated'], True)}) | "
+            + " | ".join(str(counts.get(label, "—")) for label in LABELS)
+            + " |"
+        )
+    lines += ["", "| run | LM steps | LM val ppl | LM tokens/s | LM train min | classifier "
+              "macro-F1 (acc, majority) | classifier min | generate min (records/s) |",
+              "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for run in (fine, coarse):
+        if run:
+            lines.append(
+                f"| {run['run_id']} | {fmt(run['lm_steps'])} | {fmt(run['lm_val_ppl'])} | "
+                f"{fmt(run['lm_tokens_per_s'])} | {minutes(run['lm_wall_s'])} | "
+                f"{fmt(run['classifier_macro_f1'])} ({fmt(run['classifier_accuracy'])}, "
+                f"{fmt(run['classifier_majority'])}) | {minutes(run['classifier_wall_s'])} | "
+                f"{minutes(run['generate_wall_s'])} ({fmt(run['generate_records_per_s'])}) |"
+            )
+    for r in (r for r in again if r.get("classifier")):  # coverage-only has no classifier
+        lines.append(
+            f"| {r['run']} rescored {r['label']} (same beams) | | | | | "
+            f"{fmt(r['classifier_macro_f1'])} ({fmt(r['classifier_accuracy'])}; "
+            f"{fmt(r['classifier_steps'])} steps) | {minutes(r['classifier_wall_s'])} | "
+            f"rescore {minutes(r['rescore_seconds'])} |"
+        )
+    return [*lines, *caught_lines([fine, coarse, *again]), ""]
+
+
 def report(args) -> None:
+    """quality.md / quality.json from the runs under --storage; with --keep, the presets (and
+    runs, and rescores) of an earlier quality.json that this storage lacks are carried over."""
     storage = Path(args.storage)
     runs_dir = storage / "runs"
     names = sorted({p.name.rsplit("-", 1)[0] for p in runs_dir.glob("*-fine")}
                    | {p.name.rsplit("-", 1)[0] for p in runs_dir.glob("*-coarse")})  # fmt: skip
-    out = {"storage": str(storage), "presets": {}}
+    kept = {}
+    if args.keep:
+        if not Path(args.keep).is_file():
+            raise SystemExit(f"--keep: no quality.json at {args.keep}")
+        kept = json.loads(Path(args.keep).read_text())
+    if not names and not kept.get("presets"):
+        raise SystemExit(f"no {{name}}-fine or {{name}}-coarse runs under {runs_dir}")
+    presets = {}
+    for name in sorted({*names, *(kept.get("presets") or {})}):
+        old = (kept.get("presets") or {}).get(name)
+        if old and "storage" not in old:  # written before presets named their storage
+            old = {**old, "storage": [kept.get("storage")] if kept.get("storage") else []}
+        entry = merge_preset(collect_preset(storage, name), old) if name in names else old
+        entry["systems"] = system_rows(entry["fine"], entry["coarse"], entry["rescored"])
+        presets[name] = entry
+    out = {"storage": str(storage), "presets": presets}
     lines = ["# Quality report (the paper's ablation)", ""]
-    for name in names:
-        fine, coarse = collect(storage, f"{name}-fine"), collect(storage, f"{name}-coarse")
-        again = rescored(storage, f"{name}-fine")
-        systems = system_rows(fine, coarse, again)
-        out["presets"][name] = {"fine": fine, "coarse": coarse, "systems": systems,
-                                "rescored": again}  # fmt: skip
-        any_run = fine or coarse or {}
-        base, clf_base = any_run.get("lm_base"), any_run.get("classifier_base")
-        lines += [f"## {name} (LM {base}, classifier {clf_base})",
-                  "",
-                  "| system | BLEU | seen | unseen | chrF | coverage error (missing / halluc.) | "
-                  + " | ".join(LABELS) + " |",
-                  "|---|---|---|---|---|---|" + "---|" * len(LABELS)]  # fmt: skip
-        floor = reference_coverage(storage, any_run["run_id"]) if any_run else None
-        out["presets"][name]["reference_coverage"] = floor
-        if floor:
-            human = {"system": "human reference (first of each record)",
-                     "coverage_error": floor["error_rate"],
-                     "coverage_missing": floor["missing_rate"],
-                     "coverage_hallucinated": floor["hallucination_rate"]}  # fmt: skip
-            systems = [*systems, human]
-        for s in systems:
-            counts = s.get("labels") or {}
-            lines.append(
-                f"| {s['system']} | {fmt(s.get('bleu'))} | {fmt(s.get('bleu_seen'))} | "
-                f"{fmt(s.get('bleu_unseen'))} | {fmt(s.get('chrf'))} | "
-                f"{fmt(s['coverage_error'], True)} "
-                f"({fmt(s['coverage_missing'], True)} / {fmt(s['coverage_hallucinated'], True)}) | "
-                + " | ".join(str(counts.get(label, "—")) for label in LABELS)
-                + " |"
-            )
-        lines += ["", "| run | LM steps | LM val ppl | LM tokens/s | LM train min | classifier "
-                  "macro-F1 (acc, majority) | classifier min | generate min (records/s) |",
-                  "|---|---|---|---|---|---|---|---|"]  # fmt: skip
-        for run in (fine, coarse):
-            if run:
-                lines.append(
-                    f"| {run['run_id']} | {fmt(run['lm_steps'])} | {fmt(run['lm_val_ppl'])} | "
-                    f"{fmt(run['lm_tokens_per_s'])} | {minutes(run['lm_wall_s'])} | "
-                    f"{fmt(run['classifier_macro_f1'])} ({fmt(run['classifier_accuracy'])}, "
-                    f"{fmt(run['classifier_majority'])}) | {minutes(run['classifier_wall_s'])} | "
-                    f"{minutes(run['generate_wall_s'])} ({fmt(run['generate_records_per_s'])}) |"
-                )
-        for r in (r for r in again if r.get("classifier")):  # coverage-only has no classifier
-            lines.append(
-                f"| {r['run']} rescored {r['label']} (same beams) | | | | | "
-                f"{fmt(r['classifier_macro_f1'])} ({fmt(r['classifier_accuracy'])}; "
-                f"{fmt(r['classifier_steps'])} steps) | {minutes(r['classifier_wall_s'])} | "
-                f"rescore {minutes(r['rescore_seconds'])} |"
-            )
-        lines += caught_lines([fine, coarse, *again])
-        lines.append("")
+    for name, entry in presets.items():
+        lines += preset_lines(name, entry)
     twins = [json.loads(Path(f).read_text()) | {"file": Path(f).name} for f in args.gpu_twin]
+    twins = twins or kept.get("gpu_twin") or []
     if twins:
         out["gpu_twin"] = twins
         lines += gpu_twin_lines(twins)
@@ -425,7 +472,11 @@ def main(argv=None) -> int:
     p.add_argument("--storage", required=True)
     p.add_argument("--out", default="benchmarks/results")
     p.add_argument("--gpu-twin", nargs="*", default=[], metavar="JSON",
-                   help="benchmarks/gpu_quality.py results to add as a table")  # fmt: skip
+                   help="benchmarks/gpu_quality.py results to add as a table (default: the "
+                   "--keep report's)")  # fmt: skip
+    p.add_argument("--keep", metavar="JSON",
+                   help="an earlier quality.json: its presets, runs and rescores that --storage "
+                   "has not are kept")  # fmt: skip
     s = sub.add_parser("sample", help="generate + rerank + evaluate a seeded test sample")
     s.add_argument("--run", required=True, help="a run folder (its linearized stage)")
     s.add_argument("--lm", required=True)

@@ -209,6 +209,28 @@ def test_quality_and_decoding_benchmarks_read_a_real_run(trained_run, tmp_path):
                  if line.startswith("| gpu-h200-smol-fine-1ep.json |")]  # fmt: skip
     assert len(twin_rows) == 2 and "| No_FC (top beam) | 51.99 |" in twin_rows[0]
     assert data["gpu_twin"][0]["headline"]["bleu"] > 50
+    # --keep: assembled again from a storage without the runs, every preset, figure and GPU
+    # twin of the earlier report stays; merged with a storage that has them, the storage's runs
+    # and rescores come first and the kept report's others stay (a preset, a rescore label)
+    again = tmp_path / "again"
+    quality.main(["report", "--storage", str(tmp_path / "gone"), "--out", str(again),
+                  "--keep", str(out / "quality.json")])  # fmt: skip
+    assert (again / "quality.md").read_text() == (out / "quality.md").read_text()
+    assert json.loads((again / "quality.json").read_text())["presets"] == data["presets"]
+    earlier = json.loads(json.dumps(data))
+    earlier["presets"]["other"] = json.loads(json.dumps(data["presets"]["sample"]))
+    old = next(r for r in earlier["presets"]["sample"]["rescored"] if r["label"] == "same")
+    earlier["presets"]["sample"]["rescored"].append(old | {"label": "old"})
+    (tmp_path / "earlier.json").write_text(json.dumps(earlier))
+    quality.main(["report", "--storage", str(store), "--out", str(again),
+                  "--keep", str(tmp_path / "earlier.json")])  # fmt: skip
+    merged = json.loads((again / "quality.json").read_text())["presets"]
+    assert set(merged) == {"sample", "other"}
+    assert [r["label"] for r in merged["sample"]["rescored"]] == ["cov", "old", "same"]
+    assert "FC (classifier old)" in {s["system"] for s in merged["sample"]["systems"]}
+    assert merged["sample"]["fine"] == fine and "## other (" in (again / "quality.md").read_text()
+    with pytest.raises(SystemExit, match="--keep"):
+        quality.main(["report", "--storage", str(store), "--keep", str(tmp_path / "no.json")])
     with pytest.raises(SystemExit, match="--modes"):
         quality.main(["run", "--preset", "configs/demo.yaml", "--storage", str(tmp_path),
                       "--modes", "fine,medium"])  # fmt: skip
