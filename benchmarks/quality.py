@@ -342,11 +342,11 @@ def report(args) -> None:
         if not Path(args.keep).is_file():
             raise SystemExit(f"--keep: no quality.json at {args.keep}")
         kept = json.loads(Path(args.keep).read_text())
-    if not names and not kept.get("presets"):
+    kept_presets, presets = kept.get("presets") or {}, {}
+    if not names and not kept_presets:
         raise SystemExit(f"no {{name}}-fine or {{name}}-coarse runs under {runs_dir}")
-    presets = {}
-    for name in sorted({*names, *(kept.get("presets") or {})}):
-        old = (kept.get("presets") or {}).get(name)
+    for name in sorted({*names, *kept_presets}):
+        old = kept_presets.get(name)
         if old and "storage" not in old:  # written before presets named their storage
             old = {**old, "storage": [kept.get("storage")] if kept.get("storage") else []}
         entry = merge_preset(collect_preset(storage, name), old) if name in names else old

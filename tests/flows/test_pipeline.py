@@ -221,6 +221,8 @@ def test_quality_and_decoding_benchmarks_read_a_real_run(trained_run, tmp_path):
     earlier["presets"]["other"] = json.loads(json.dumps(data["presets"]["sample"]))
     old = next(r for r in earlier["presets"]["sample"]["rescored"] if r["label"] == "same")
     earlier["presets"]["sample"]["rescored"].append(old | {"label": "old"})
+    earlier["presets"]["sample"]["fine"]["lm_steps"] = -1  # the storage's run must win
+    old["rescore_seconds"] = -1.0  # and the storage's rescore of the same label
     (tmp_path / "earlier.json").write_text(json.dumps(earlier))
     quality.main(["report", "--storage", str(store), "--out", str(again),
                   "--keep", str(tmp_path / "earlier.json")])  # fmt: skip
@@ -228,6 +230,10 @@ def test_quality_and_decoding_benchmarks_read_a_real_run(trained_run, tmp_path):
     assert set(merged) == {"sample", "other"}
     assert [r["label"] for r in merged["sample"]["rescored"]] == ["cov", "old", "same"]
     assert "FC (classifier old)" in {s["system"] for s in merged["sample"]["systems"]}
+    assert next(r for r in merged["sample"]["rescored"] if r["label"] == "same") == next(
+        r for r in data["presets"]["sample"]["rescored"] if r["label"] == "same"
+    )
+    assert merged["other"]["fine"] == fine and merged["sample"]["fine"]["lm_steps"] == 12
     assert merged["sample"]["fine"] == fine and "## other (" in (again / "quality.md").read_text()
     with pytest.raises(SystemExit, match="--keep"):
         quality.main(["report", "--storage", str(store), "--keep", str(tmp_path / "no.json")])
