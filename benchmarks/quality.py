@@ -77,6 +77,8 @@ def classifier_figures(folder: Path | None) -> dict:
     return {
         "classifier_steps": card.get("metrics", {}).get("steps"),
         "classifier_wall_s": card.get("metrics", {}).get("wall_seconds"),
+        # an identical training job's model, copied (the coarse run's, from the fine run's)
+        "classifier_reused_from": card.get("reused_from"),
         "classifier_macro_f1": held_out.get("macro_f1"),
         "classifier_accuracy": held_out.get("accuracy"),
         "classifier_majority": held_out.get("majority_baseline"),
@@ -86,6 +88,14 @@ def classifier_figures(folder: Path | None) -> dict:
         }
         or None,
     }
+
+
+def classifier_minutes(run: dict) -> str:
+    """A run's classifier training minutes, or where its reused model was trained."""
+    source = run.get("classifier_reused_from")
+    if source:
+        return f"0 (reused: {Path(source).name}'s, {minutes(run['classifier_wall_s'])} there)"
+    return minutes(run["classifier_wall_s"])
 
 
 def collect(storage: Path, run_id: str) -> dict | None:
@@ -317,7 +327,7 @@ def preset_lines(name: str, entry: dict) -> list[str]:
                 f"| {run['run_id']} | {fmt(run['lm_steps'])} | {fmt(run['lm_val_ppl'])} | "
                 f"{fmt(run['lm_tokens_per_s'])} | {minutes(run['lm_wall_s'])} | "
                 f"{fmt(run['classifier_macro_f1'])} ({fmt(run['classifier_accuracy'])}, "
-                f"{fmt(run['classifier_majority'])}) | {minutes(run['classifier_wall_s'])} | "
+                f"{fmt(run['classifier_majority'])}) | {classifier_minutes(run)} | "
                 f"{minutes(run['generate_wall_s'])} ({fmt(run['generate_records_per_s'])}) |"
             )
     for r in (r for r in again if r.get("classifier")):  # coverage-only has no classifier

@@ -67,6 +67,7 @@ def run_case(name, tok, specials, train, val, *, workers, cpus, bucketed, pad_to
         "cpus_per_worker": cpus,
         "log_every": 0,
         "seed": 1,
+        "reuse": False,  # a timing: always train, even a case an earlier run already trained
     }
     started = time.perf_counter()
     card = training.train_with_ray(task, train, val, config, str(work / name), num_workers=workers)

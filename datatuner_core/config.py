@@ -55,6 +55,14 @@ class CorruptConfig(_Strict):
     balance: Literal["none", "upsample"] = Field("upsample", description="train-split balancing")
 
 
+REUSE_HELP = (
+    "take the model an identical training job made before (same data content, settings, "
+    "tokenizer, workers and code version; e.g. the coarse-state run's classifier, whose "
+    "corruption pairs equal the fine run's) instead of training again: copied into this "
+    "run's version folder, its card marked reused_from; false = always train"
+)
+
+
 class LMConfig(_Strict):
     base: str = Field(
         "scratch:tiny",
@@ -80,6 +88,7 @@ class LMConfig(_Strict):
         False, description="freeze the input embeddings (a tied output layer is untied)"
     )
     seed: int = 42
+    reuse: bool = Field(True, description=REUSE_HELP)
 
 
 class ClassifierConfig(_Strict):
@@ -101,6 +110,7 @@ class ClassifierConfig(_Strict):
         "backward pass stops above them (0 = all train)",
     )
     seed: int = 42
+    reuse: bool = Field(True, description=REUSE_HELP)
 
 
 class GenerateConfig(_Strict):

@@ -307,7 +307,8 @@ class _ShardSink:
         pq.write_table(table, buf, compression="zstd")
         data = buf.getvalue().to_pybytes()
         _write_bytes(self.loc.child(name), data)
-        self.files.append({"path": name, "rows": table.num_rows, "bytes": len(data)})
+        sha = hashlib.sha256(data).hexdigest()
+        self.files.append({"path": name, "rows": table.num_rows, "bytes": len(data), "sha256": sha})
         self.tables, self.buffered_bytes = [], 0
 
 
@@ -406,6 +407,10 @@ class StageWriter:
             "output": self.uri,
             "inputs": inputs,
             "fingerprint": fingerprint,
+            # what the stage holds, whatever made it: equal rows give equal shards (same
+            # schema, same shard cut, deterministic Parquet bytes), so two runs whose stages
+            # match here can share what was trained on them (`training.train_with_ray`)
+            "content_sha256": _fingerprint([f["sha256"] for f in self.out.files]),
             "config": config or {},
             "config_hash": _fingerprint(config or {}),
             "counts": s.as_dict(),
@@ -543,6 +548,26 @@ def upload_dir(local_dir: str, uri: str, storage_options: dict | None = None) ->
             with open(path, "rb") as f:
                 _write_bytes(locate(join_uri(uri, rel), storage_options), f.read())
             names.append(rel)
+    return names
+
+
+def copy_dir(
+    src: str, dst: str, storage_options: dict | None = None, *, skip: list[str] = ()
+) -> list[str]:
+    """Copy every file under `src` to `dst` (same relative names, each written atomically),
+    leaving out the relative names in `skip`; returns the names copied."""
+    loc = locate(src, storage_options)
+    base = loc.path.rstrip("/")
+    if not loc.fs.exists(base):
+        raise StorageError(f"not found: {src}")
+    names = []
+    for path in sorted(loc.fs.find(base)):
+        rel = path[len(base) :].lstrip("/")
+        if rel in skip:
+            continue
+        with loc.fs.open(path, "rb") as f:
+            _write_bytes(locate(join_uri(dst, rel), storage_options), f.read())
+        names.append(rel)
     return names
 
 

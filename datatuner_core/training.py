@@ -42,6 +42,7 @@ from . import storage
 
 STATE_FILE = "state.pt"
 CARD_FILE = "training_card.json"
+JOBS_DIR = "_jobs"  # beside the models: {job fingerprint}.json → the output it trained
 UNVALIDATED = 1e30  # monitor value of mid-epoch checkpoints (never the best)
 
 
@@ -143,7 +144,12 @@ class StageRows:
         return rows
 
     def fingerprint(self) -> dict:
+        """The rows' identity: the stage's content hash and the split (two stages with the
+        same rows are the same training data wherever they live); a stage written before
+        manifests carried a content hash: its location and lineage fingerprint."""
         manifest = storage.read_manifest(self.uri, self.storage_options)
+        if manifest.get("content_sha256"):
+            return {"split": self.split, "content_sha256": manifest["content_sha256"]}
         return {"uri": self.uri, "split": self.split, "fingerprint": manifest["fingerprint"]}
 
 
@@ -566,12 +572,18 @@ def train_with_ray(
     use_gpu: bool | None = None,
     storage_options: dict | None = None,
     card_extra: dict | None = None,
+    reuse: bool | None = None,
 ) -> dict:
     """Train `task` on Ray Train and write the best model + `training_card.json` to `output_uri`.
 
     `train_rows` / `val_rows`: a list of row dicts or a `StageRows`. `config`: an LMConfig-like
     object, dict or TrainConfig (its `workers` gives `num_workers` when that is None).
     Re-running with the same output, config and data resumes from the latest checkpoint.
+    Reuse (`reuse`, default the config's `reuse`, else on): the job — the task's settings and
+    tokenizer, the trainer knobs, the data's content, the worker count, the code version — is
+    looked up first. A model at `output_uri` made by the same job is returned as it is; one made
+    by the same job for another output beside it (`{parent}/_jobs/{job}.json`) is copied here,
+    its card marked `reused_from`. Otherwise the model is trained and indexed under its job.
     Returns the training card."""
     import ray
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
@@ -581,11 +593,21 @@ def train_with_ray(
     cfg = TrainConfig.resolve(config)
     num_workers = num_workers or getattr(config, "workers", None) or 1
     data = {"train": data_fingerprint(train_rows), "validation": data_fingerprint(val_rows)}
+    knobs = {k: v for k, v in dataclasses.asdict(cfg).items() if k != "log_every"}
+    job = storage.fingerprint(
+        task.name, knobs, data, num_workers, task_identity(task), storage.code_version()
+    )
+    if reuse is None:
+        reuse = (
+            config.get("reuse", True)
+            if isinstance(config, dict)
+            else getattr(config, "reuse", True)
+        )
+    if reuse and (card := reuse_trained(job, output_uri, storage_options)) is not None:
+        return card
     ensure_ray()
     if use_gpu is None:
         use_gpu = ray.cluster_resources().get("GPU", 0) >= num_workers
-    knobs = {k: v for k, v in dataclasses.asdict(cfg).items() if k != "log_every"}
-    job = storage.fingerprint(task.name, knobs, data, num_workers)
     run_name = run_name or f"{task.name}-{job[:12]}"
     run_dir = run_dir or default_run_dir(output_uri)
     resources = {"CPU": cfg.cpus_per_worker, **({"GPU": 1} if use_gpu else {})}
@@ -617,8 +639,53 @@ def train_with_ray(
     best_checkpoint = _best_checkpoint(result, task.monitor) or result.checkpoint
     best = latest if best_checkpoint == result.checkpoint else _load_state(best_checkpoint)
     card = _training_card(task, cfg, data, latest, best, num_workers, use_gpu, started)
-    card.update({"output": output_uri, "run": f"{run_dir}/{run_name}", **(card_extra or {})})
+    card.update(
+        {"output": output_uri, "run": f"{run_dir}/{run_name}", "job": job, **(card_extra or {})}
+    )
     export_model(task, best["model"], card, output_uri, storage_options)  # adds parameter counts
+    storage.write_json(job_index_uri(output_uri, job), {"job": job, "output": output_uri},
+                       storage_options)  # fmt: skip
+    return card
+
+
+def task_identity(task: TrainTask) -> dict:
+    """What defines the model apart from the data and the trainer knobs: the task's plain
+    settings (base, shape, lengths, states, frozen layers, special tokens) and its tokenizer's
+    vocabulary (a scratch tokenizer is trained on the data, a packaged one is fixed)."""
+    identity = {"task": task.name, **_task_description(task)}
+    tokenizer = getattr(task, "tokenizer", None)
+    if tokenizer is not None and hasattr(tokenizer, "get_vocab"):
+        identity["vocab_sha256"] = storage.fingerprint(sorted(tokenizer.get_vocab().items()))
+    return identity
+
+
+def job_index_uri(output_uri: str, job: str) -> str:
+    """Where the model trained by `job` is recorded: `{parent of output}/_jobs/{job}.json` (the
+    sibling versions of one registry kind share the index)."""
+    parent = str(output_uri).rstrip("/").rpartition("/")[0] or "."
+    return storage.join_uri(parent, JOBS_DIR, f"{job}.json")
+
+
+def reuse_trained(job: str, output_uri: str, storage_options: dict | None = None) -> dict | None:
+    """The card of a model made by `job`, now at `output_uri`, or None (train it). The model
+    at `output_uri` itself when its card names this job; else the indexed one, copied here
+    (every file, the card last, with `reused_from`). A missing, deleted or retrained source
+    (its card names another job) is None."""
+    own = storage.read_json(storage.join_uri(output_uri, CARD_FILE), storage_options,
+                            missing_ok=True)  # fmt: skip
+    if own and own.get("job") == job:
+        return {**own, "skipped": True}
+    index = storage.read_json(job_index_uri(output_uri, job), storage_options, missing_ok=True)
+    source = (index or {}).get("output")
+    if not source or source.rstrip("/") == str(output_uri).rstrip("/"):
+        return None
+    card = storage.read_json(storage.join_uri(source, CARD_FILE), storage_options,
+                             missing_ok=True)  # fmt: skip
+    if not card or card.get("job") != job:
+        return None
+    copied = storage.copy_dir(source, output_uri, storage_options, skip=[CARD_FILE])
+    card = {**card, "output": output_uri, "reused_from": source, "files_copied": len(copied)}
+    storage.write_json(storage.join_uri(output_uri, CARD_FILE), card, storage_options)
     return card
 
 

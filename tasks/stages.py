@@ -89,8 +89,17 @@ def train_lm_task(config, linearized: str, special_tokens: list[str], output: st
     from datatuner_core.lm import train_lm
 
     card = train_lm(config, linearized, special_tokens, output)
-    get_run_logger().info("lm → %s: %s", output, card.get("metrics", {}).get("best"))
+    best = card.get("metrics", {}).get("best")
+    get_run_logger().info("lm → %s: %s%s", output, best, _reused(card))
     return card
+
+
+def _reused(card: dict) -> str:
+    """Log suffix for a model an identical training job made before (nothing trained)."""
+    if card.get("skipped"):
+        return " (already trained by this job: nothing to do)"
+    source = card.get("reused_from")
+    return f" (identical job: copied from {source}, nothing trained)" if source else ""
 
 
 @compute_task
@@ -99,7 +108,9 @@ def train_classifier_task(config, corruptions: str, special_tokens: list[str], o
     from datatuner_core.classifier import train_classifier
 
     card = train_classifier(corruptions, output, config.classifier, special_tokens)
-    get_run_logger().info("classifier → %s: macro-F1 %s", output, card["eval"].get("macro_f1"))
+    get_run_logger().info(
+        "classifier → %s: macro-F1 %s%s", output, card["eval"].get("macro_f1"), _reused(card)
+    )
     return card
 
 

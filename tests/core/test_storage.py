@@ -114,6 +114,28 @@ def test_current_manifest_and_fingerprint(tmp_path):
     assert storage.fingerprint({"a": 1, "b": 2}) == storage.fingerprint({"b": 2, "a": 1})
 
 
+def test_content_hash_names_the_rows_not_the_lineage(tmp_path):
+    """Equal rows written by two stages of different lineage (fingerprint, place, quarantine)
+    give the same `content_sha256`, each shard its own sha256; one changed row changes it."""
+    import hashlib
+
+    from datatuner_core.training import StageRows
+
+    a = _write(str(tmp_path / "a"), _rows(200), shard_bytes=20_000, fp="one")
+    b = _write(str(tmp_path / "b"), _rows(200), shard_bytes=20_000, bad=2, fp="two")
+    changed = _rows(200)
+    changed[3]["references"] = ["another text"]
+    c = _write(str(tmp_path / "c"), changed, shard_bytes=20_000, fp="one")
+    assert len(a["files"]) > 1 and a["content_sha256"] == b["content_sha256"]
+    assert c["content_sha256"] != a["content_sha256"]
+    for f in a["files"]:
+        assert f["sha256"] == hashlib.sha256((tmp_path / "a" / f["path"]).read_bytes()).hexdigest()
+    fa = StageRows(str(tmp_path / "a"), "train").fingerprint()
+    assert fa == StageRows(str(tmp_path / "b"), "train").fingerprint()
+    assert fa == {"split": "train", "content_sha256": a["content_sha256"]}
+    assert fa != StageRows(str(tmp_path / "a"), "validation").fingerprint()
+
+
 def test_inputs_are_identified_by_content_not_by_modification_time(tmp_path):
     import hashlib
     import os

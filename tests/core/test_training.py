@@ -157,6 +157,48 @@ def test_crash_then_resume_continues_with_identical_losses(fresh_run, lm_task, t
     assert crashed["metrics"]["evaluations"] == card["metrics"]["evaluations"]
 
 
+def test_an_identical_job_is_reused_not_retrained(fresh_run, lm_task, tmp_path):
+    """The same task, tokenizer, knobs, data and workers for another output beside the first:
+    the trained model is copied (byte for byte, card marked), no training runs; the same output
+    again returns its own model; another setting (max_length) or a source whose card names
+    another job trains anew."""
+    import dataclasses
+
+    card, out = fresh_run
+    task, train, val = lm_task
+    index = out.parent / training.JOBS_DIR / f"{card['job']}.json"
+    assert json.loads(index.read_text()) == {"job": card["job"], "output": str(out)}
+    twin = out.parent / "twin"
+    reused = training.train_with_ray(task, train, val, RUN, str(twin), num_workers=2)
+    assert reused["reused_from"] == str(out) and reused["output"] == str(twin)
+    assert reused["job"] == card["job"] and reused["metrics"] == card["metrics"]
+    assert json.loads((twin / training.CARD_FILE).read_text()) == reused
+    names = sorted(p.name for p in out.iterdir())
+    assert sorted(p.name for p in twin.iterdir()) == names and "model.safetensors" in names
+    for name in names:
+        if name != training.CARD_FILE:
+            assert (twin / name).read_bytes() == (out / name).read_bytes(), name
+    again = training.train_with_ray(task, train, val, RUN, str(out), num_workers=2)
+    assert again["skipped"] and again["metrics"] == card["metrics"]
+    # the job names what makes the model: a different max_length is another job
+    other = dataclasses.replace(task, max_length=80)
+    assert training.task_identity(other) != training.task_identity(task)
+    assert training.task_identity(task)["vocab_sha256"]
+    # a source retrained since (its card names another job) is not taken
+    moved = {**card, "job": "something-else"}
+    (out / training.CARD_FILE).write_text(json.dumps(moved))
+    try:
+        assert training.reuse_trained(card["job"], str(out.parent / "third")) is None
+        fresh = training.train_with_ray(
+            task, train, val, {**RUN, "reuse": False}, str(out.parent / "forced"), num_workers=2
+        )
+    finally:
+        (out / training.CARD_FILE).write_text(json.dumps(card))
+    assert "reused_from" not in fresh and fresh["job"] == card["job"]
+    assert fresh["metrics"]["train_loss"] == card["metrics"]["train_loss"]  # trained again
+    assert not (out.parent / "third").exists()
+
+
 def test_eval_every_validates_mid_epoch_and_exports_the_best(ray_local, lm_task, tmp_path):
     """`eval_every` gives a learning curve within one run: validations at steps 2 and 4 of one
     epoch (both partial: no early stopping counts them), the best of them exported."""
