@@ -498,3 +498,13 @@ def test_corrupt_stage_on_the_sample(tmp_path):
     assert dev_ids == accurate_dev and len(dev_ids) == 61  # every dev record keeps its pair
     assert len({r["id"] for r in rows}) == len(rows)
     assert corrupt(lin, out, per_example=5, seed=13, balance="upsample")["skipped"] is True
+    # coarse states change the LM's inputs, not the pairs: the No_FS run's corruption stage has
+    # another lineage (fingerprint) but the same content, so its classifier is the fine run's job
+    coarse_lin, coarse = str(tmp_path / "lin-coarse"), str(tmp_path / "corrupt-coarse")
+    linearize.linearize(records, coarse_lin, mode="coarse")
+    other = corrupt(coarse_lin, coarse, per_example=5, seed=13, balance="upsample")
+    assert other["fingerprint"] != manifest["fingerprint"]
+    assert other["content_sha256"] == manifest["content_sha256"]
+    assert storage.read_stage(coarse).to_pylist() == rows
+    assert corrupt(lin, str(tmp_path / "seed14"), per_example=5, seed=14,
+                   balance="upsample")["content_sha256"] != manifest["content_sha256"]  # fmt: skip

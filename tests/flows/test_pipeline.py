@@ -200,6 +200,10 @@ def test_quality_and_decoding_benchmarks_read_a_real_run(trained_run, tmp_path):
     assert fine["classifier_caught"] and 0.0 <= fine["classifier_caught"]["original"] <= 1.0
     assert "| sample-fine |" in (out / "quality.md").read_text().split("predicted as their rule")[1]
     assert fine["generate_wall_s"] > 0 and "| FC |" in (out / "quality.md").read_text()
+    assert fine["classifier_reused_from"] is None  # trained by this run: its minutes shown
+    assert quality.classifier_minutes(fine) == quality.minutes(fine["classifier_wall_s"])
+    coarse = {"classifier_reused_from": "/s/models/classifier/x-fine", "classifier_wall_s": 90}
+    assert quality.classifier_minutes(coarse) == "0 (reused: x-fine's, 1.5 there)"
     # the coverage check on the human references: the floor the systems are measured against
     floor = data["presets"]["sample"]["reference_coverage"]
     assert 0 < floor["records"] <= metrics["n"] and 0.0 <= floor["error_rate"] < 0.5
