@@ -535,8 +535,11 @@ def write_bytes(uri: str, data: bytes, storage_options: dict | None = None) -> N
     _write_bytes(locate(uri, storage_options), data)
 
 
-def upload_dir(local_dir: str, uri: str, storage_options: dict | None = None) -> list[str]:
-    """Copy every file under a local folder to `uri` (same relative names); returns the names.
+def upload_dir(
+    local_dir: str, uri: str, storage_options: dict | None = None, *, skip: list[str] = ()
+) -> list[str]:
+    """Copy every file under a local folder to `uri` (same relative names, but those in
+    `skip`); returns the names.
 
     Local targets get each file atomically; callers write a marker or pointer last.
     """
@@ -545,6 +548,8 @@ def upload_dir(local_dir: str, uri: str, storage_options: dict | None = None) ->
         for filename in sorted(filenames):
             path = os.path.join(dirpath, filename)
             rel = os.path.relpath(path, local_dir).replace(os.sep, "/")
+            if rel in skip:
+                continue
             with open(path, "rb") as f:
                 _write_bytes(locate(join_uri(uri, rel), storage_options), f.read())
             names.append(rel)
@@ -554,21 +559,10 @@ def upload_dir(local_dir: str, uri: str, storage_options: dict | None = None) ->
 def copy_dir(
     src: str, dst: str, storage_options: dict | None = None, *, skip: list[str] = ()
 ) -> list[str]:
-    """Copy every file under `src` to `dst` (same relative names, each written atomically),
-    leaving out the relative names in `skip`; returns the names copied."""
-    loc = locate(src, storage_options)
-    base = loc.path.rstrip("/")
-    if not loc.fs.exists(base):
-        raise StorageError(f"not found: {src}")
-    names = []
-    for path in sorted(loc.fs.find(base)):
-        rel = path[len(base) :].lstrip("/")
-        if rel in skip:
-            continue
-        with loc.fs.open(path, "rb") as f:
-            _write_bytes(locate(join_uri(dst, rel), storage_options), f.read())
-        names.append(rel)
-    return names
+    """Copy every file under `src` to `dst` (`local_dir` then `upload_dir`), leaving out the
+    relative names in `skip`; returns the names copied."""
+    keep: list = []
+    return upload_dir(local_dir(src, keep, storage_options), dst, storage_options, skip=skip)
 
 
 def read_bytes(

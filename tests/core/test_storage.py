@@ -194,3 +194,17 @@ def test_list_inputs(tmp_path):
         storage.list_inputs(str(tmp_path / "missing"), (".xml",))
     with pytest.raises(storage.StorageError, match="no .csv files under"):
         storage.list_inputs(str(tmp_path / "d"), (".csv",))
+
+
+def test_copy_dir_between_stores_leaves_out_the_skipped(tmp_path):
+    storage.write_bytes("memory://copy-src/m/a.bin", b"A")
+    storage.write_bytes("memory://copy-src/m/sub/b.bin", b"B")
+    storage.write_bytes("memory://copy-src/m/card.json", b"{}")
+    names = storage.copy_dir("memory://copy-src/m", str(tmp_path / "m"), skip=["card.json"])
+    assert names == ["a.bin", "sub/b.bin"]
+    assert (tmp_path / "m" / "sub" / "b.bin").read_bytes() == b"B"
+    assert not (tmp_path / "m" / "card.json").exists()
+    assert storage.copy_dir(str(tmp_path / "m"), "memory://copy-dst/m") == names
+    assert storage.read_bytes("memory://copy-dst/m/a.bin") == b"A"
+    with pytest.raises(storage.StorageError, match="not found"):
+        storage.copy_dir("memory://copy-src/none", str(tmp_path / "x"))
