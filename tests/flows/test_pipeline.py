@@ -67,8 +67,14 @@ def test_rerun_of_a_finished_run_skips_every_stage(trained_run):
     from flows.pipeline import pipeline
 
     root, first = trained_run
+    models = [root / "models" / kind / "run1" for kind in ("lm", "classifier")]
+    before = {m: ((m / "training_card.json").read_bytes(), (m / "model.safetensors").stat())
+              for m in models}  # fmt: skip
     again = pipeline(None, [f"storage={root}", *TINY], "run1")
     assert again["metrics"] == first["metrics"]
+    for m, (card, weights) in before.items():  # the same training jobs: nothing retrained
+        assert (m / "training_card.json").read_bytes() == card
+        assert (m / "model.safetensors").stat().st_mtime_ns == weights.st_mtime_ns
     for stage in ("records", "linearized", "corruptions", "generations"):
         manifest = storage.read_manifest(str(root / "runs" / "run1" / stage))
         assert (
