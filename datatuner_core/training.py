@@ -43,6 +43,7 @@ from . import storage
 STATE_FILE = "state.pt"
 CARD_FILE = "training_card.json"
 JOBS_DIR = "_jobs"  # beside the models: {job fingerprint}.json → the output it trained
+NOT_KNOBS = {"log_every", "reuse"}  # TrainConfig fields that do not change the trained model
 UNVALIDATED = 1e30  # monitor value of mid-epoch checkpoints (never the best)
 
 
@@ -113,6 +114,7 @@ class TrainConfig:
     cpus_per_worker: int = 1
     fail_at_step: int | None = None  # tests: crash once right after the checkpoint at this step
     log_every: int = 50  # optimizer steps between progress lines (rank 0, stdout)
+    reuse: bool = True  # take the model of an identical job made before (`reuse_trained`)
 
     @classmethod
     def resolve(cls, config=None, **overrides) -> TrainConfig:
@@ -593,16 +595,11 @@ def train_with_ray(
     cfg = TrainConfig.resolve(config)
     num_workers = num_workers or getattr(config, "workers", None) or 1
     data = {"train": data_fingerprint(train_rows), "validation": data_fingerprint(val_rows)}
-    knobs = {k: v for k, v in dataclasses.asdict(cfg).items() if k != "log_every"}
+    knobs = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in NOT_KNOBS}
     job = storage.fingerprint(
         task.name, knobs, data, num_workers, task_identity(task), storage.code_version()
     )
-    if reuse is None:
-        reuse = (
-            config.get("reuse", True)
-            if isinstance(config, dict)
-            else getattr(config, "reuse", True)
-        )
+    reuse = cfg.reuse if reuse is None else reuse
     if reuse and (card := reuse_trained(job, output_uri, storage_options)) is not None:
         return card
     ensure_ray()
