@@ -16,13 +16,17 @@ save). `train_with_ray(task, train_rows, val_rows, config, output_uri)` does the
 - checkpoints (rank 0 writes; Ray keeps the best by `task.monitor` plus the latest): one
   `state.pt` with model, optimizer, scheduler, position (epoch, step, step in epoch), history,
   RNG states of every rank (python, numpy, torch) and the resolved config. A crashed run
-  (`FailureConfig(max_failures)`) or a re-run with the same output, config and data resumes from
-  the latest checkpoint and continues exactly as an uninterrupted run would;
+  (`FailureConfig(max_failures)`) or a re-run of the same job resumes from the latest checkpoint
+  and continues exactly as an uninterrupted run would;
 - output: the best checkpoint's model via `task.save` (`save_pretrained`, safetensors, plus
-  tokenizer) and `training_card.json` (written last) at `output_uri` (local, s3://, memory://).
+  tokenizer) and `training_card.json` (written last, with the job) at `output_uri` (local,
+  s3://, memory://);
+- the job (task settings and vocabulary, knobs, data content, workers, code version): a job that
+  already made a model is not run again (`reuse_trained`: the output's own model, or a sibling's
+  found through `{parent of output}/_jobs/{job}.json`, copied).
 
 Checkpoints live in Ray's storage at `run_dir` (default: `{parent of output}/_checkpoints/{name}`
-for local and s3:// outputs, a temp folder for memory://), run name `{task}-{config+data hash}`.
+for local and s3:// outputs, a temp folder for memory://), run name `{task}-{job hash}`.
 """
 
 from __future__ import annotations
@@ -546,12 +550,17 @@ def data_fingerprint(rows) -> dict:
     return {"rows": len(rows), "sha256": storage.fingerprint(rows)}
 
 
+def split_output(output_uri: str) -> tuple[str, str]:
+    """An output URI as (the folder it sits in, or ".", its own name)."""
+    parent, _, base = str(output_uri).rstrip("/").rpartition("/")
+    return parent or ".", base
+
+
 def default_run_dir(output_uri: str) -> str:
     """Where Ray keeps checkpoints for an output: beside it under `_checkpoints/`."""
     if str(output_uri).startswith("memory://"):
         return str(Path(tempfile.gettempdir()) / "datatuner-checkpoints")
-    parent, _, base = str(output_uri).rstrip("/").rpartition("/")
-    parent = parent or "."
+    parent, base = split_output(output_uri)
     local = "://" not in parent
     return (
         str(Path(parent).resolve() / "_checkpoints" / base)
@@ -659,8 +668,7 @@ def task_identity(task: TrainTask) -> dict:
 def job_index_uri(output_uri: str, job: str) -> str:
     """Where the model trained by `job` is recorded: `{parent of output}/_jobs/{job}.json` (the
     sibling versions of one registry kind share the index)."""
-    parent = str(output_uri).rstrip("/").rpartition("/")[0] or "."
-    return storage.join_uri(parent, JOBS_DIR, f"{job}.json")
+    return storage.join_uri(split_output(output_uri)[0], JOBS_DIR, f"{job}.json")
 
 
 def reuse_trained(job: str, output_uri: str, storage_options: dict | None = None) -> dict | None:

@@ -160,8 +160,8 @@ def test_crash_then_resume_continues_with_identical_losses(fresh_run, lm_task, t
 def test_an_identical_job_is_reused_not_retrained(fresh_run, lm_task, tmp_path):
     """The same task, tokenizer, knobs, data and workers for another output beside the first:
     the trained model is copied (byte for byte, card marked), no training runs; the same output
-    again returns its own model; another setting (max_length) or a source whose card names
-    another job trains anew."""
+    again returns its own model; another setting (max_length) is another task identity; a
+    source whose card names another job is not taken, and `reuse: false` trains anew."""
     import dataclasses
 
     card, out = fresh_run
