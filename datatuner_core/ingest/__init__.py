@@ -148,10 +148,38 @@ def _count(writer, item: Item) -> None:
         stats.note(name, n)
 
 
-def read_lines(uri: str, storage_options: dict | None = None) -> Iterator[tuple[int, bytes]]:
-    """(line number, raw bytes without the newline) of a text file, streamed."""
-    from .. import storage
+class LongLine(bytes):
+    """The head of a line longer than `limits.MAX_UNIT_BYTES`; the rest was skipped without
+    being held in memory. `length` is the whole line's size in bytes, `limit` the limit."""
 
+    length: int = 0
+    limit: int = 0
+
+    def reason(self) -> str:
+        return f"line longer than {self.limit} bytes ({self.length})"
+
+
+def read_lines(uri: str, storage_options: dict | None = None) -> Iterator[tuple[int, bytes]]:
+    """(line number, raw bytes without the newline) of a text file, streamed in bounded chunks.
+
+    A line longer than `limits.MAX_UNIT_BYTES` comes as a `LongLine` holding its head, so memory
+    stays bounded by the limit whatever the file holds (one line of 1 GB of zeros in a `.gz`).
+    """
+    from .. import storage
+    from ..schema import MAX_QUARANTINE_RAW_CHARS
+    from . import limits
+
+    limit = limits.MAX_UNIT_BYTES
     with storage.open_input(uri, storage_options) as f:
-        for number, line in enumerate(f, start=1):
-            yield number, line.rstrip(b"\r\n")
+        readline, number = f.readline, 0
+        while line := readline(limit + 1):
+            number += 1
+            if len(line) <= limit or line[-1:] == b"\n":
+                yield number, line.rstrip(b"\r\n")
+                continue
+            long = LongLine(line[:MAX_QUARANTINE_RAW_CHARS])
+            long.length, long.limit = len(line), limit
+            while line[-1:] != b"\n" and (line := readline(limit + 1)):
+                long.length += len(line)
+            long.length -= len(line) - len(line.rstrip(b"\r\n"))
+            yield number, long

@@ -7,7 +7,10 @@
 - or `slots`: an object `{slot: value}` or a list of `[slot, value]`, with an optional `act`;
 - `id` (optional; a content hash of the data otherwise), `references` (a string or a list of
   strings, optional), `category` and `split` (optional; `split` overrides the file's split).
-Unknown keys are ignored. Blank lines are skipped; every other line is one input unit.
+Unknown keys are ignored. Blank lines are skipped; every other line is one input unit. A line
+that is not such a record is one quarantine row (`file:line`): bad JSON, nesting deeper than
+`limits.MAX_JSON_DEPTH`, an integer of more than 4300 digits, a lone surrogate (`"\\ud800"`), a
+value or reference over its limit, or a line longer than `limits.MAX_UNIT_BYTES`.
 """
 
 from __future__ import annotations
@@ -16,8 +19,8 @@ import json
 from collections.abc import Iterator
 
 from .. import storage
-from ..schema import BadInput, content_id, make_quarantine, make_record
-from . import Item, infer_split, read_lines, safe_text
+from ..schema import BadInput, content_id, make_quarantine
+from . import Item, LongLine, infer_split, limits, read_lines, safe_text
 
 SUFFIXES = (".jsonl", ".ndjson")
 SOURCE = "jsonl"
@@ -38,6 +41,8 @@ def read(
             if not raw.strip():
                 continue
             try:
+                if isinstance(raw, LongLine):
+                    raise BadInput(raw.reason())
                 yield Item(record=_line_record(raw, file_split, split is not None))
             except BadInput as exc:
                 text = safe_text(raw.decode("utf-8", "surrogateescape"))
@@ -45,12 +50,18 @@ def read(
 
 
 def _line_record(raw: bytes, split: str, split_forced: bool) -> dict:
+    if limits.json_depth_over(raw, limits.MAX_JSON_DEPTH):
+        raise BadInput(f"malformed JSON: nested deeper than {limits.MAX_JSON_DEPTH} levels")
     try:
         obj = json.loads(raw.decode("utf-8"))
     except UnicodeDecodeError as exc:
         raise BadInput(f"invalid UTF-8: byte {exc.start} of the line") from None
     except json.JSONDecodeError as exc:
         raise BadInput(f"malformed JSON: {exc.msg} at column {exc.colno}") from None
+    except RecursionError:  # the depth check above should make this unreachable
+        raise BadInput("malformed JSON: nested too deep") from None
+    except ValueError as exc:  # an integer of more digits than int() converts
+        raise BadInput(f"malformed JSON: {str(exc).split(';')[0]}") from None
     if not isinstance(obj, dict):
         raise BadInput(f"malformed record: expected a JSON object, got {type(obj).__name__}")
     triples = [_triple(t) for t in _list(obj, "triples")]
@@ -70,7 +81,7 @@ def _line_record(raw: bytes, split: str, split_forced: bool) -> dict:
         obj.get("split") if not split_forced and isinstance(obj.get("split"), str) else split
     )
     category = obj.get("category")
-    return make_record(
+    return limits.checked_record(
         id=str(record_id),
         source=SOURCE,
         split=line_split,
@@ -94,9 +105,10 @@ def _triple(value) -> tuple[str, str, str]:
     if isinstance(value, dict):
         value = [value.get("subject"), value.get("predicate"), value.get("object")]
     if not isinstance(value, list) or len(value) != 3:
-        raise BadInput(f"malformed triple: expected [subject, predicate, object], got {value!r}")
+        expected = "expected [subject, predicate, object]"
+        raise BadInput(f"malformed triple: {expected}, got {_short(value)}")
     if not all(isinstance(v, (str, int, float)) and not isinstance(v, bool) for v in value):
-        raise BadInput(f"malformed triple: parts must be strings or numbers, got {value!r}")
+        raise BadInput(f"malformed triple: parts must be strings or numbers, got {_short(value)}")
     return str(value[0]).strip(), str(value[1]).strip(), str(value[2]).strip()
 
 
@@ -109,9 +121,15 @@ def _slots(value) -> list[tuple[str, str]]:
     slots = []
     for item in items:
         if not isinstance(item, (list, tuple)) or len(item) != 2:
-            raise BadInput(f"malformed slot: expected [slot, value], got {item!r}")
+            raise BadInput(f"malformed slot: expected [slot, value], got {_short(item)}")
         slot, val = item
         if isinstance(val, list):
             val = ", ".join(str(v) for v in val)
         slots.append((str(slot).strip(), "" if val is None else str(val).strip()))
     return slots
+
+
+def _short(value) -> str:
+    """A value for a reason: its repr, cut to 80 characters."""
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."

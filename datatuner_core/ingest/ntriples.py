@@ -4,7 +4,7 @@ Input units
     Every line that is not blank and not only a `# comment` is one input unit (one statement,
     or one bad line). Each bad line becomes one quarantine row, located `file:line`, with a reason
     whose text before the first ':' is a stable grouping key: "invalid UTF-8", "malformed
-    N-Triples", "value longer than 10000 characters", "empty value".
+    N-Triples", "value longer than 10000 characters", "empty value", "line longer than N bytes".
 
 Parsing
     One compiled regex matches a whole well-formed line (escapes allowed inside IRIs and
@@ -25,7 +25,9 @@ Names (what a record's triples carry)
       space (`birthPlace` → "birth place"). Predicate labels are not used.
     * Literal: its decoded lexical value; language tag and datatype are dropped.
     A literal that is empty or only whitespace cannot become a triple part: its line is
-    quarantined ("empty value: ..."), as is a line with a term over MAX_VALUE_CHARS.
+    quarantined ("empty value: ..."), as is a line with a term over MAX_VALUE_CHARS. A line
+    longer than `limits.MAX_UNIT_BYTES` is skipped in bounded chunks (never held whole in memory,
+    even one line of 1 GB in a `.gz`) and quarantined ("line longer than N bytes (M)").
 
 Records
     Triples are grouped by subject: subjects in byte order of their key (the IRI, or `_:label`),
@@ -72,7 +74,7 @@ from urllib.parse import unquote
 
 from .. import storage
 from ..schema import MAX_VALUE_CHARS, BadInput, make_quarantine, make_record
-from . import IngestError, Item, read_lines, safe_text
+from . import IngestError, Item, LongLine, read_lines, safe_text
 
 SUFFIXES = (".nt", ".nt.gz", ".ntriples", ".nt.bz2", ".nt.xz")
 
@@ -432,6 +434,10 @@ def _load(con, pa, files, names, storage_options, batch_lines) -> Iterator[Item]
                     break
                 except _STREAM_ERRORS as exc:  # a broken .gz/.bz2/.xz stream
                     raise IngestError(f"cannot read {name}: {type(exc).__name__}: {exc}") from None
+                if raw.__class__ is LongLine:
+                    if raw.lstrip(b" \t")[:1] != b"#":  # a long comment is still no unit
+                        yield _bad_line(name, line_no, raw.reason(), raw.decode("utf-8", "replace"))
+                    continue
                 try:
                     text = raw.decode("utf-8")
                 except UnicodeDecodeError as exc:
