@@ -7,18 +7,23 @@ commas; brackets inside values must be balanced.
 Rows with the same MR in one file become one record whose references are the rows' texts in file
 order, so the record count is the number of distinct MRs. One file's MRs are held in memory while
 it is read (these CSVs are tens of MB at most); every row is still one input unit.
+
+Each CSV row is checked on its own (strict RFC 4180 quoting, the header's number of fields): a bad
+row is one quarantine row at its first line and reading resumes at the next line, so an unbalanced
+quote costs one row, not the rest of the file. Cells have the limits of any value: an MR
+`schema.MAX_VALUE_CHARS`, a reference `limits.MAX_REFERENCE_CHARS` characters.
 """
 
 from __future__ import annotations
 
 import csv
-import io
 import re
 from collections.abc import Callable, Iterator
 
 from .. import storage
-from ..schema import BadInput, content_id, make_quarantine, make_record
-from . import IngestError, Item, infer_split, safe_text
+from ..schema import MAX_VALUE_CHARS, BadInput, content_id, make_quarantine
+from . import IngestError, Item, LongLine, infer_split, limits, read_lines, safe_text
+from .limits import check_text
 
 _ACT = re.compile(r"^\s*([A-Za-z_][\w ]*?)\s*\((.*)\)\s*$", re.S)
 
@@ -74,21 +79,24 @@ def read_mr_csv(
     for uri in files:
         name = storage.relative_name(uri, root)
         file_split = split or infer_split(name)
-        groups: dict[str, dict] = {}  # MR text → {"act", "slots", "refs", "rows", "lines"}
-        for line, row in _csv_rows(uri, name, storage_options):
-            mr, ref = row.get("mr"), row.get("ref") or ""
-            raw = safe_text(",".join(f"{k}={v}" for k, v in row.items() if k is not None))
+        groups: dict[str, dict] = {}  # MR text → {"act", "slots", "refs", "rows"}
+        for line, row, problem in _csv_rows(uri, name, storage_options):
             location = f"{name}:{line}"
+            if problem:
+                yield Item(quarantine=make_quarantine(source, location, problem, row["line"]))
+                continue
+            mr, ref = row["mr"], row["ref"]
             try:
-                if None in row or mr is None:
-                    raise BadInput("malformed CSV row: wrong number of fields")
                 if mr != safe_text(mr) or ref != safe_text(ref):
                     raise BadInput("invalid UTF-8 in the row")
+                check_text(mr, "MR", MAX_VALUE_CHARS)
+                check_text(ref, "reference", limits.MAX_REFERENCE_CHARS)
                 key = " ".join(mr.split())
                 if key not in groups:
                     act, slots = parse(key)
                     groups[key] = {"act": act, "slots": slots, "refs": [], "rows": 0}
             except BadInput as exc:
+                raw = safe_text(",".join(f"{k}={v}" for k, v in row.items()))
                 yield Item(quarantine=make_quarantine(source, location, str(exc), raw))
                 continue
             group = groups[key]
@@ -98,7 +106,7 @@ def read_mr_csv(
                 group["refs"].append(ref)
         for key, group in groups.items():
             try:
-                record = make_record(
+                record = limits.checked_record(
                     id=content_id(source, file_split, key),
                     source=source,
                     split=file_split,
@@ -115,16 +123,82 @@ def read_mr_csv(
                 yield Item(quarantine=q, units=group["rows"])
 
 
-def _csv_rows(uri: str, name: str, storage_options: dict | None) -> Iterator[tuple[int, dict]]:
-    """(line number, row dict) of a CSV file with a header; undecodable bytes kept as escapes."""
-    with storage.open_input(uri, storage_options) as raw:
-        text = io.TextIOWrapper(raw, encoding="utf-8", errors="surrogateescape", newline="")
-        reader = csv.DictReader(text)
-        header = reader.fieldnames or []
-        if "mr" not in header or "ref" not in header:
-            raise IngestError(f"{name}: expected CSV columns 'mr' and 'ref', found {header}")
+def _csv_rows(uri: str, name: str, storage_options: dict | None) -> Iterator[tuple[int, dict, str]]:
+    """(first line, row, problem) of each row of a CSV file with a header, streamed.
+
+    A row is `{column: value}`; a row that cannot be read is `{"line": its first line}` with the
+    problem. Rows are checked one by one (RFC 4180, strict quoting): a row with the wrong number of
+    fields, bad quoting, or a quoted field still open after `limits.MAX_CSV_ROW_LINES` lines or
+    `limits.MAX_UNIT_BYTES` bytes costs its first line only, and reading resumes at the next line.
+    Undecodable bytes are kept as surrogate escapes (the caller quarantines them).
+    """
+    csv.field_size_limit(max(csv.field_size_limit(), limits.MAX_UNIT_BYTES))
+    lines = _RowLines(read_lines(uri, storage_options))
+    reader = csv.reader(lines, strict=True)
+    header = None
+    while True:
+        lines.start_row()
         try:
-            for row in reader:
-                yield reader.line_num, row
-        except csv.Error as exc:
-            raise IngestError(f"{name}:{reader.line_num}: unreadable CSV: {exc}") from None
+            fields = next(reader)
+        except StopIteration:
+            break
+        except (csv.Error, _BadRow) as exc:
+            problem = str(exc) if isinstance(exc, _BadRow) else f"malformed CSV row: {exc}"
+            if header is None:
+                raise IngestError(f"{name}:{lines.first}: unreadable CSV header: {exc}") from None
+            yield lines.first, {"line": lines.give_back()}, problem
+            continue
+        if not fields:
+            continue  # a blank line is not a row
+        if header is None:
+            header = fields
+            if "mr" not in header or "ref" not in header:
+                raise IngestError(f"{name}: expected CSV columns 'mr' and 'ref', found {header}")
+        elif len(fields) != len(header):
+            problem = f"malformed CSV row: {len(fields)} fields, the header has {len(header)}"
+            yield lines.first, {"line": lines.give_back()}, problem
+        else:
+            yield lines.first, dict(zip(header, fields, strict=True)), ""
+
+
+class _BadRow(Exception):
+    """A row that spans too many lines or bytes, or holds a line over the limit."""
+
+
+class _RowLines:
+    """The lines of a CSV file as text for `csv.reader`, one row at a time: it bounds the lines
+    and bytes one row may take, and gives back all but the first line of a bad row, so reading
+    resumes at the line after it."""
+
+    def __init__(self, lines: Iterator[tuple[int, bytes]]):
+        self.lines, self.back = lines, []  # `back`: (number, bytes) to read again, in order
+        self.taken: list[tuple[int, bytes]] = []
+        self.first, self.size = 0, 0
+
+    def __iter__(self):
+        return self
+
+    def start_row(self) -> None:
+        self.taken, self.size = [], 0
+
+    def __next__(self) -> str:
+        number, line = self.back.pop(0) if self.back else next(self.lines)
+        self.taken.append((number, line))
+        if len(self.taken) == 1:
+            self.first = number
+        self.size += len(line) + 1
+        if isinstance(line, LongLine) and len(self.taken) == 1:
+            raise _BadRow(line.reason())
+        if isinstance(line, LongLine) or self.size > limits.MAX_UNIT_BYTES:
+            raise _BadRow(f"malformed CSV row: longer than {limits.MAX_UNIT_BYTES} bytes")
+        if len(self.taken) > limits.MAX_CSV_ROW_LINES:
+            lines = limits.MAX_CSV_ROW_LINES
+            raise _BadRow(f"malformed CSV row: quoted field open for more than {lines} lines")
+        return line.decode("utf-8", "surrogateescape") + "\n"
+
+    def give_back(self) -> str:
+        """The first line of the current row, as text; its other lines will be read again."""
+        (_, first), rest = self.taken[0], self.taken[1:]
+        self.back[:0] = rest
+        self.taken = []
+        return safe_text(first.decode("utf-8", "surrogateescape"))
