@@ -4,21 +4,33 @@ A URI is a plain path, `file://`, `s3://bucket/prefix` or `memory://`. S3 endpoi
 come from the environment (`AWS_ENDPOINT_URL`, `AWS_ACCESS_KEY_ID`, ...) or from `storage_options`;
 they are never written anywhere.
 
-A stage folder holds `part-NNNNN.parquet`, `_quarantine/part-NNNNN.parquet` and `_manifest.json`.
-The manifest is written last, in one atomic step, and lists the shards: a folder without one
-is not a stage, and stray files from an interrupted attempt are ignored by readers.
+A stage folder holds `part-{attempt}-NNNNN.parquet`, `_quarantine/part-{attempt}-NNNNN.parquet`,
+`_manifest.json` and, while a writer works in it, `_lock`. Shard names are unique per attempt, so a
+new attempt never overwrites a shard that the current manifest lists. The manifest is written last,
+in one atomic step, and names exactly the stage's shards: read a stage by its manifest. After the
+manifest, the commit removes the `part-*` files at the folder's top level and in its `_quarantine/`
+that the manifest does not list (earlier generations, killed attempts) and nothing else: a subfolder
+is never this stage's, so stages nested inside it keep every file.
+
+One writer per stage folder (`StageLock`): a second writer waits up to `lock_wait_s`
+(`DATATUNER_LOCK_WAIT_S`, default 0) and then fails with one line naming the stage.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import io
 import json
 import os
+import socket
+import sys
+import threading
 import time
 import uuid
-from collections.abc import Iterator
+import weakref
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import fsspec
@@ -27,6 +39,11 @@ import pyarrow.parquet as pq
 
 MANIFEST = "_manifest.json"
 QUARANTINE_DIR = "_quarantine"
+LOCK = "_lock"
+# On object storage the lock holder rewrites `_lock` this often (seconds) ...
+LOCK_HEARTBEAT_S = 15.0
+# ... and a lock whose heartbeat is older than this is taken over (its writer died elsewhere).
+LOCK_STALE_S = 120.0
 MANIFEST_VERSION = 1
 # Compressed inputs are read transparently (fsspec's compression="infer").
 COMPRESSIONS = (".gz", ".bz2", ".xz", ".zst")
@@ -50,6 +67,22 @@ class StorageUnreachable(StorageError):
 
 class StageNotFound(StorageError):
     """A stage folder that has no `_manifest.json` (never finished, or not a stage)."""
+
+
+class StageLocked(StorageError):
+    """Another writer holds the stage folder's lock (or took it over from this one)."""
+
+
+def _storage_error(uri: str, action: str, exc: BaseException) -> StorageError:
+    """One StorageError naming `uri` for any failure of the store (permission, not a folder,
+    missing bucket, endpoint down); unreachable endpoints stay retryable (StorageUnreachable)."""
+    if isinstance(exc, StorageError):
+        return exc
+    if isinstance(exc, FileNotFoundError) and "bucket" in str(exc).lower():
+        bucket = str(uri).split("://", 1)[-1].split("/", 1)[0]
+        return StorageError(f"cannot {action} {uri}: the bucket {bucket!r} does not exist")
+    kind = StorageUnreachable if is_transient(exc) else StorageError
+    return kind(f"cannot {action} {uri}: {_short(exc)}")
 
 
 @dataclass
@@ -138,9 +171,11 @@ def list_inputs(
     _check_reachable(loc)
     if loc.fs.isdir(loc.path):
         wanted = tuple(s + c for s in suffixes for c in ("", *COMPRESSIONS))
-        found = sorted(
-            p for p in loc.fs.find(loc.path) if p.lower().endswith(wanted) and "/_" not in p
-        )
+        try:
+            listing = loc.fs.find(loc.path)
+        except OSError as exc:
+            raise _storage_error(uri, "list", exc) from None
+        found = sorted(p for p in listing if p.lower().endswith(wanted) and "/_" not in p)
         if not found:
             raise StorageError(f"no {'/'.join(suffixes)} files under {uri}")
         if "://" not in uri:
@@ -166,17 +201,18 @@ def relative_name(uri: str, root: str) -> str:
 def open_input(uri: str, storage_options: dict | None = None) -> Iterator[io.BufferedIOBase]:
     """Open an input file for binary reading; `.gz`, `.bz2`, `.xz`, `.zst` are decompressed."""
     loc = locate(uri, storage_options)
-    try:
-        handle = fsspec.open(
-            uri if "://" in uri else loc.path,
-            "rb",
-            compression="infer",
-            **_options_for(uri, storage_options),
-        )
-        with handle as f:
-            yield f
-    except FileNotFoundError:
-        raise StorageError(f"input not found: {uri}") from None
+    handle = fsspec.open(
+        uri if "://" in uri else loc.path, "rb", compression="infer",
+        **_options_for(uri, storage_options),
+    )  # fmt: skip
+    with contextlib.ExitStack() as stack:
+        try:
+            f = stack.enter_context(handle)
+        except FileNotFoundError:
+            raise StorageError(f"input not found: {uri}") from None
+        except OSError as exc:  # permission, a folder, a store error: named, not raw
+            raise _storage_error(uri, "read", exc) from None
+        yield f  # errors of the caller's own reading pass through unchanged
 
 
 def _options_for(uri: str, storage_options: dict | None) -> dict:
@@ -198,9 +234,12 @@ def input_fingerprint(uris: list[str], storage_options: dict | None = None) -> l
     out = []
     for uri in uris:
         loc = locate(uri, storage_options)
-        info = loc.fs.info(loc.path)
-        stamp = next((info[k] for k in CONTENT_CHECKSUMS if info.get(k)), None)
-        stamp = str(stamp).strip('"') if stamp else "sha256:" + _content_sha256(loc)
+        try:
+            info = loc.fs.info(loc.path)
+            stamp = next((info[k] for k in CONTENT_CHECKSUMS if info.get(k)), None)
+            stamp = str(stamp).strip('"') if stamp else "sha256:" + _content_sha256(loc)
+        except OSError as exc:
+            raise _storage_error(uri, "read", exc) from None
         out.append({"uri": uri, "size": info.get("size"), "stamp": stamp})
     return out
 
@@ -266,11 +305,14 @@ def reason_key(reason: str) -> str:
 
 
 class _ShardSink:
-    """Buffers rows and writes them as Parquet shards of about `shard_bytes` each."""
+    """Buffers rows and writes them as Parquet shards of about `shard_bytes` each, named
+    `{prefix}NNNNN.parquet`."""
 
-    def __init__(self, loc: Location, schema: pa.Schema, shard_bytes: int, keep_empty: bool):
+    def __init__(
+        self, loc: Location, schema: pa.Schema, shard_bytes: int, keep_empty: bool, prefix: str
+    ):
         self.loc, self.schema, self.shard_bytes = loc, schema, shard_bytes
-        self.keep_empty = keep_empty
+        self.keep_empty, self.prefix = keep_empty, prefix
         self.rows: list[dict] = []
         self.tables: list[pa.Table] = []
         self.buffered_bytes = 0
@@ -302,30 +344,277 @@ class _ShardSink:
         if not self.tables:
             return
         table = pa.concat_tables(self.tables)
-        name = f"part-{len(self.files):05d}.parquet"
+        name = f"{self.prefix}{len(self.files):05d}.parquet"
         buf = pa.BufferOutputStream()
         pq.write_table(table, buf, compression="zstd")
         data = buf.getvalue().to_pybytes()
         _write_bytes(self.loc.child(name), data)
-        sha = hashlib.sha256(data).hexdigest()
-        self.files.append({"path": name, "rows": table.num_rows, "bytes": len(data), "sha256": sha})
+        self.files.append({"path": name, "rows": table.num_rows, "bytes": len(data),
+                           "sha256": hashlib.sha256(data).hexdigest(),
+                           "md5": hashlib.md5(data).hexdigest()})  # fmt: skip
         self.tables, self.buffered_bytes = [], 0
 
 
 def _write_bytes(loc: Location, data: bytes) -> None:
     """Write a whole file; on local disk through a temporary name and an atomic rename."""
-    if loc.is_local:
-        parent = loc.path.rsplit("/", 1)[0]
-        loc.fs.makedirs(parent, exist_ok=True)
-        tmp = f"{loc.path}.tmp-{uuid.uuid4().hex[:8]}"
-        with loc.fs.open(tmp, "wb") as f:
-            f.write(data)
-        os.replace(tmp, loc.path)
-    else:  # one PUT on object storage is atomic; memory:// is a dict
-        try:
+    try:
+        if loc.is_local:
+            parent = loc.path.rsplit("/", 1)[0]
+            loc.fs.makedirs(parent, exist_ok=True)
+            tmp = f"{loc.path}.tmp-{uuid.uuid4().hex[:8]}"
+            with loc.fs.open(tmp, "wb") as f:
+                f.write(data)
+            os.replace(tmp, loc.path)
+        else:  # one PUT on object storage is atomic; memory:// is a dict
             loc.fs.pipe_file(loc.path, data)
+    except Exception as exc:  # noqa: BLE001 - every store error becomes one naming the file
+        raise _storage_error(loc.uri, "write", exc) from None
+
+
+def _is_s3(fs: fsspec.AbstractFileSystem) -> bool:
+    return "s3" in _protocols(fs)
+
+
+def _ls(loc: Location) -> list[dict]:
+    """The entries directly in a folder, fresh from the store; [] if it does not exist."""
+    try:
+        loc.fs.invalidate_cache(loc.path)
+        return loc.fs.ls(loc.path, detail=True)
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    except OSError as exc:
+        raise _storage_error(loc.uri, "list", exc) from None
+
+
+def _pid_alive(pid: object) -> bool:
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, TypeError, ValueError, OverflowError):
+        return True  # someone else's process, or no pid recorded: assume alive
+    return True
+
+
+_HELD: dict[str, StageLock] = {}  # the locks this process holds, by lock file
+_GUARD = threading.RLock()  # check-and-write of a lock is atomic within this process
+
+
+class _Conflict(Exception):
+    """A conditional write of `_lock` lost to another writer."""
+
+
+class StageLock:
+    """One writer per stage folder: the file `_lock` names its owner (host, pid, start time).
+
+    Local disk: an `flock` on `_lock`, released by the kernel when the process dies, so a killed
+    writer's lock is free at once. S3: `_lock` is created with `If-None-Match: *`, its heartbeat
+    rewritten with `If-Match` every LOCK_HEARTBEAT_S, and a lock whose writer is gone (a dead
+    pid on this host, or no heartbeat for LOCK_STALE_S) is taken over, again with `If-Match`,
+    so two takers cannot both win. Other stores (memory://): the same protocol, atomic within
+    one process only. Within one process, a lock whose writer was abandoned (its thread gone,
+    or the thread now asking again: a retry after a failure) is taken over as well.
+    """
+
+    def __init__(self, loc: Location, stage: str):
+        self.loc, self.file = loc, loc.child(LOCK)
+        self.key = f"{_protocols(loc.fs)[0]}://{self.file.path}"
+        self.owner = {"owner": uuid.uuid4().hex, "stage": stage, "host": socket.gethostname(),
+                      "pid": os.getpid(), "started": _iso(time.time()),
+                      "heartbeat": time.time()}  # fmt: skip
+        self.thread = threading.get_ident()
+        self.writer: Callable[[], object] = lambda: None  # a weak reference to the writer
+        self.fd: int | None = None  # local: the flock'ed file
+        self.token: str | None = None  # object stores: the ETag (or MD5) of our `_lock`
+        self.lost = False
+        self._stop = threading.Event()
+
+    # -- acquire / check / release
+
+    def acquire(self, wait_s: float = 0.0) -> None:
+        """Take the lock, waiting up to `wait_s` seconds; StageLocked (naming the stage) if a
+        live writer still holds it then."""
+        deadline = time.monotonic() + max(0.0, wait_s)
+        while not self._try_acquire():
+            if time.monotonic() >= deadline:
+                raise StageLocked(self._busy_message())
+            time.sleep(min(0.2, max(0.01, deadline - time.monotonic())))
+        _HELD[self.key] = self
+        if self.fd is None:
+            threading.Thread(target=self._beat, daemon=True, name=f"lock {self.loc.uri}").start()
+
+    def check(self) -> None:
+        """Raise StageLocked unless this writer still holds the lock (before its commit)."""
+        held = self.fd is not None or (self.token is not None and not self.lost)
+        if held and self.fd is None:
+            current, _ = self._read()
+            held = bool(current) and current.get("owner") == self.owner["owner"]
+        if not held:
+            raise StageLocked(
+                f"stage {self.loc.uri}: this writer lost its lock to another writer "
+                f"({self.file.uri}); nothing was committed"
+            )
+
+    def release(self) -> None:
+        """Give the lock up (and remove `_lock` if it is still ours)."""
+        self._stop.set()
+        with _GUARD:
+            if _HELD.get(self.key) is self:
+                del _HELD[self.key]
+            if self.fd is not None:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(self.file.path)
+                os.close(self.fd)
+                self.fd = None
+            elif self.token is not None:
+                self.token = None
+                try:
+                    current, _ = self._read()
+                    if current and current.get("owner") == self.owner["owner"]:
+                        self.loc.fs.rm(self.file.path)
+                except Exception as exc:  # noqa: BLE001 - the lock goes stale on its own
+                    print(f"[storage] could not remove {self.file.uri}: {_short(exc)}",
+                          file=sys.stderr)  # fmt: skip
+
+    # -- the protocol
+
+    def _try_acquire(self) -> bool:
+        with _GUARD:
+            holder = _HELD.get(self.key)
+            if holder is not None and holder is not self and holder._abandoned():
+                holder.lost = True
+                holder.release()
+            return self._try_local() if self.loc.is_local else self._try_object()
+
+    def _abandoned(self) -> bool:
+        if self.writer() is None or self.thread == threading.get_ident():
+            return True
+        return not any(t.ident == self.thread for t in threading.enumerate())
+
+    def _try_local(self) -> bool:
+        import fcntl
+
+        while True:
+            fd = os.open(self.file.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                return False
+            try:
+                same = os.fstat(fd).st_ino == os.stat(self.file.path).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            os.close(fd)  # the holder removed that file while we waited for it: try again
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(self.owner).encode(), 0)
+        self.fd = fd
+        return True
+
+    def _try_object(self) -> bool:
+        for _ in range(3):
+            try:
+                self.token = self._put(create=True)
+                return True
+            except _Conflict:
+                pass
+            current, token = self._read()
+            if current is not None:
+                break  # else it was released meanwhile: create it again
+        else:
+            return False
+        if not self._stale(current):
+            return False
+        try:
+            self.token = self._put(match=token)  # take over only the lock we judged stale
+        except _Conflict:
+            return False
+        return True
+
+    def _stale(self, held: dict) -> bool:
+        if held.get("host") == self.owner["host"]:
+            if held.get("pid") == os.getpid():
+                return self.key not in _HELD  # ours, but no writer of this process holds it
+            if not _pid_alive(held.get("pid")):
+                return True
+        try:
+            return time.time() - float(held.get("heartbeat", 0)) > LOCK_STALE_S
+        except (TypeError, ValueError):
+            return True
+
+    def _put(self, *, create: bool = False, match: str | None = None) -> str:
+        """Write our `_lock`: only if there is none (`create`) or only over the version `match`;
+        _Conflict if that condition does not hold. Returns the new version's token."""
+        fs, path = self.loc.fs, self.file.path
+        data = json.dumps(self.owner).encode()
+        if _is_s3(fs):
+            condition = {"mode": "create"} if create else {"IfMatch": match} if match else {}
+            try:
+                out = fs.pipe_file(path, data, **condition)
+            except FileExistsError:  # If-None-Match failed
+                raise _Conflict from None
+            except OSError as exc:
+                if exc.errno == errno.EINVAL and "condition" in str(exc):  # If-Match failed
+                    raise _Conflict from None
+                raise
+            fs.invalidate_cache(path)
+            return str(out["ETag"])
+        with _GUARD:
+            if create and fs.exists(path):
+                raise _Conflict
+            if match is not None and self._read()[1] != match:
+                raise _Conflict
+            fs.pipe_file(path, data)
+            return hashlib.md5(data).hexdigest()
+
+    def _read(self) -> tuple[dict | None, str | None]:
+        """The lock's content and version token (ETag on S3, else the MD5 of its bytes)."""
+        fs, path = self.loc.fs, self.file.path
+        try:
+            fs.invalidate_cache(path)
+            tag = fs.info(path).get("ETag") if _is_s3(fs) else None
+            data = fs.cat_file(path)
         except FileNotFoundError:
-            raise StorageError(f"cannot write {loc.uri}: the bucket does not exist") from None
+            return None, None
+        try:
+            content = json.loads(data)
+        except ValueError:
+            content = {}  # being written (local) or damaged: judged by its age
+        return (content if isinstance(content, dict) else {}), tag or hashlib.md5(data).hexdigest()
+
+    def _beat(self) -> None:
+        while not self._stop.wait(LOCK_HEARTBEAT_S):
+            self.owner["heartbeat"] = time.time()
+            try:
+                self.token = self._put(match=self.token)
+            except _Conflict:
+                self.lost = True  # taken over: the commit will refuse
+                return
+            except Exception as exc:  # noqa: BLE001 - a missed beat; the next one retries
+                print(f"[storage] heartbeat of {self.file.uri} failed: {_short(exc)}",
+                      file=sys.stderr)  # fmt: skip
+
+    def _busy_message(self) -> str:
+        current, _ = self._read()
+        who = "another writer"
+        if current:
+            beat = current.get("heartbeat")
+            age = f", last heartbeat {time.time() - float(beat):.0f} s ago" if beat else ""
+            who = (f"{current.get('stage', 'a')} writer, pid {current.get('pid')} on "
+                   f"{current.get('host')}, since {current.get('started')}{age}")  # fmt: skip
+        return (
+            f"stage {self.loc.uri} is being written by another writer ({who}); wait for it to "
+            f"finish, or remove {self.file.uri} if that writer is gone"
+        )
+
+
+def _lock_wait_s() -> float:
+    try:
+        return float(os.environ.get("DATATUNER_LOCK_WAIT_S", "0"))
+    except ValueError:
+        raise StorageError("DATATUNER_LOCK_WAIT_S must be a number of seconds") from None
 
 
 class StageWriter:
@@ -333,6 +622,10 @@ class StageWriter:
 
     Usage: `add(row)` / `quarantine(row)` while counting in `stats`, then `commit(...)`;
     `add_counted(row)` where one input row becomes one output row (the count is done for you).
+    The writer holds the folder's lock from its start to its commit; `with StageWriter(...) as w:`
+    (or `abort()`) gives it up at once when the stage fails, else it is given up when the writer
+    is dropped, the process ends, or the same thread starts another writer on the folder.
+    A second writer waits up to `lock_wait_s` (default: `DATATUNER_LOCK_WAIT_S`, else 0 s).
     """
 
     def __init__(
@@ -343,29 +636,42 @@ class StageWriter:
         *,
         shard_bytes: int = DEFAULT_SHARD_BYTES,
         storage_options: dict | None = None,
+        lock_wait_s: float | None = None,
     ):
         from .schema import QUARANTINE
 
         self.uri, self.stage = uri, stage
         self.loc = locate(uri, storage_options)
-        self._prepare()  # raises StorageUnreachable / StorageError naming the URI
+        self.attempt = uuid.uuid4().hex[:12]
+        self.committed = False
+        self.lock = StageLock(self.loc, stage)
+        self._prepare(_lock_wait_s() if lock_wait_s is None else lock_wait_s)
+        self.lock.writer = weakref.ref(self)
+        weakref.finalize(self, self.lock.release)
         self.stats = StageStats()
         self.started = time.time()
-        self.out = _ShardSink(self.loc, schema, shard_bytes, keep_empty=True)
-        self.bad = _ShardSink(
-            self.loc.child(QUARANTINE_DIR), QUARANTINE, shard_bytes, keep_empty=False
-        )
+        prefix = f"part-{self.attempt}-"
+        self.out = _ShardSink(self.loc, schema, shard_bytes, keep_empty=True, prefix=prefix)
+        self.bad = _ShardSink(self.loc.child(QUARANTINE_DIR), QUARANTINE, shard_bytes,
+                              keep_empty=False, prefix=prefix)  # fmt: skip
 
-    def _prepare(self) -> None:
-        """Remove an old manifest first (so the folder is not a stage while it is rewritten)."""
+    def _prepare(self, wait_s: float) -> None:
+        """Take the folder's lock: also the first write, so an output that cannot be written (read
+        only, a missing bucket, no permission) fails here, before any input is read. The current
+        manifest stays until the new one replaces it: readers see the old stage meanwhile."""
         try:
-            if self.loc.fs.exists(self.loc.child(MANIFEST).path):
-                self.loc.fs.rm(self.loc.child(MANIFEST).path)
-            self.loc.fs.makedirs(self.loc.path, exist_ok=True)
-        except PermissionError as exc:
-            raise StorageError(f"cannot write to {self.uri}: {_short(exc)}") from None
-        except Exception as exc:
-            raise StorageUnreachable(f"cannot write to {self.uri}: {_short(exc)}") from None
+            if self.loc.is_local:
+                self.loc.fs.makedirs(self.loc.path, exist_ok=True)
+            self.lock.acquire(wait_s)
+        except Exception as exc:  # noqa: BLE001 - becomes one error naming the stage
+            raise _storage_error(self.uri, "write to", exc) from None
+
+    def __enter__(self) -> StageWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if not self.committed:
+            self.abort()
 
     def add(self, row: dict) -> None:
         self.out.add(row)
@@ -391,20 +697,37 @@ class StageWriter:
         config: dict | None = None,
         extra: dict | None = None,
     ) -> dict:
-        """Flush shards, check conservation, and write the manifest. Returns the manifest."""
-        s = self.stats
-        if s.read != s.written + s.quarantined:
-            raise AssertionError(
-                f"{self.stage}: conservation broken: read {s.read} != written {s.written}"
-                f" + quarantined {s.quarantined}"
-            )
-        self.out.flush(final=True)
-        self.bad.flush(final=True)
-        self._remove_stale()
-        manifest = {
+        """Flush shards, check conservation, and write the manifest (if this writer still holds
+        the lock); then remove the shards no longer listed and release the lock. Returns the
+        manifest."""
+        try:
+            s = self.stats
+            if s.read != s.written + s.quarantined:
+                raise AssertionError(
+                    f"{self.stage}: conservation broken: read {s.read} != written {s.written}"
+                    f" + quarantined {s.quarantined}"
+                )
+            self.out.flush(final=True)
+            self.bad.flush(final=True)
+            manifest = self._manifest(inputs, fingerprint, config, extra)
+            self.lock.check()
+            _write_bytes(self.loc.child(MANIFEST), json.dumps(manifest, indent=2).encode())
+        except BaseException:
+            self.abort()
+            raise
+        self.committed = True
+        try:
+            self._remove_unlisted(manifest)
+        finally:
+            self.lock.release()
+        return manifest
+
+    def _manifest(self, inputs, fingerprint, config, extra) -> dict:
+        return {
             "manifest_version": MANIFEST_VERSION,
             "stage": self.stage,
             "output": self.uri,
+            "attempt": self.attempt,
             "inputs": inputs,
             "fingerprint": fingerprint,
             # what the stage holds, whatever made it: equal rows give equal shards (same
@@ -413,7 +736,7 @@ class StageWriter:
             "content_sha256": _fingerprint([f["sha256"] for f in self.out.files]),
             "config": config or {},
             "config_hash": _fingerprint(config or {}),
-            "counts": s.as_dict(),
+            "counts": self.stats.as_dict(),
             "files": self.out.files,
             "quarantine_files": [
                 {**f, "path": f"{QUARANTINE_DIR}/{f['path']}"} for f in self.bad.files
@@ -426,24 +749,39 @@ class StageWriter:
             "code_version": code_version(),
             **({"extra": extra} if extra else {}),
         }
-        _write_bytes(self.loc.child(MANIFEST), json.dumps(manifest, indent=2).encode())
-        return manifest
 
-    def _remove_stale(self) -> None:
-        """Delete shards left by an earlier, larger attempt (names this commit does not list)."""
-        keep = {f["path"] for f in self.out.files} | {
-            f"{QUARANTINE_DIR}/{f['path']}" for f in self.bad.files
-        }
-        base = self.loc.path.rstrip("/")
-        for path in self.loc.fs.find(base):
-            rel = path[len(base) :].lstrip("/") if path.startswith(base) else path
-            rel = rel.split("://")[-1]
-            if (
-                rel.endswith(".parquet")
-                and rel not in keep
-                and rel.rsplit("/", 1)[-1].startswith("part-")
-            ):
-                self.loc.fs.rm(path)
+    def abort(self) -> None:
+        """Give this attempt up: remove its shards and release the lock; the stage that was
+        there (if any) stays as it was."""
+        if not self.committed:
+            with contextlib.suppress(StorageError):
+                self._remove_shards(lambda name: name.startswith(f"part-{self.attempt}-"))
+        self.lock.release()
+
+    def _remove_unlisted(self, manifest: dict) -> None:
+        """Remove the `part-*` files (and their temporary files) at the top level and in
+        `_quarantine/` that `manifest` does not list: earlier generations and killed attempts.
+        Never anything in another subfolder: a folder nested here is not this stage's."""
+        keep = {f["path"] for f in manifest["files"] + manifest["quarantine_files"]}
+        self._remove_shards(lambda name: name not in keep)
+
+    def _remove_shards(self, remove: Callable[[str], bool]) -> None:
+        for folder, prefix in ((self.loc, ""), (self.loc.child(QUARANTINE_DIR), QUARANTINE_DIR)):
+            entries = _ls(folder)
+            if prefix and any(e["name"].endswith("/" + MANIFEST) for e in entries):
+                continue  # `_quarantine` is itself a stage folder: not ours to clean
+            for entry in entries:
+                name = entry["name"].rstrip("/").rsplit("/", 1)[-1]
+                rel = f"{prefix}/{name}" if prefix else name
+                is_shard = name.endswith(".parquet") or ".parquet.tmp-" in name
+                if entry.get("type") == "file" and name.startswith("part-") and is_shard:
+                    if remove(rel):
+                        try:
+                            folder.fs.rm(entry["name"])
+                        except FileNotFoundError:
+                            pass
+                        except OSError as exc:
+                            raise _storage_error(folder.child(name).uri, "remove", exc) from None
 
 
 def _iso(t: float) -> str:
@@ -478,7 +816,53 @@ def current_manifest(
         manifest = read_manifest(uri, storage_options)
     except StageNotFound:
         return None
-    return manifest if manifest.get("fingerprint") == fingerprint_ else None
+    if manifest.get("fingerprint") != fingerprint_:
+        return None
+    if problems := verify_stage(uri, manifest, storage_options):
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        print(f"[storage] stage {uri} is not whole: {problems[0]}{more}; writing it again",
+              file=sys.stderr)  # fmt: skip
+        return None
+    return manifest
+
+
+def verify_stage(
+    uri: str, manifest: dict | None = None, storage_options: dict | None = None
+) -> list[str]:
+    """What is wrong with the shards a stage's manifest lists (empty: nothing). Each must exist
+    with its size, and its checksum where that is cheap: the SHA-256 of the bytes on local disk
+    and memory://, the ETag against the shard's MD5 on S3 (single-part uploads)."""
+    manifest = manifest if manifest is not None else read_manifest(uri, storage_options)
+    loc = locate(uri, storage_options)
+    listed = manifest.get("files", []) + manifest.get("quarantine_files", [])
+    found: dict[str, dict] = {}
+    for folder in sorted({f["path"].rpartition("/")[0] for f in listed}):
+        for entry in _ls(loc.child(folder) if folder else loc):
+            found[f"{folder}/" * bool(folder) + entry["name"].rstrip("/").rsplit("/", 1)[-1]] = (
+                entry
+            )
+    problems = []
+    for f in listed:
+        entry = found.get(f["path"])
+        if entry is None or entry.get("type") != "file":
+            problems.append(f"{f['path']} is missing")
+        elif f.get("bytes") is not None and entry.get("size") != f["bytes"]:
+            problems.append(f"{f['path']} has {entry.get('size')} bytes, not {f['bytes']}")
+        elif not _checksum_matches(loc.child(f["path"]), f, entry):
+            problems.append(f"{f['path']} does not match its checksum")
+    return problems
+
+
+def _checksum_matches(loc: Location, listed: dict, entry: dict) -> bool:
+    if _is_s3(loc.fs):
+        etag = str(entry.get("ETag", "")).strip('"')
+        return not listed.get("md5") or "-" in etag or not etag or etag == listed["md5"]
+    if not listed.get("sha256") or not (loc.is_local or "memory" in _protocols(loc.fs)):
+        return True
+    try:
+        return _content_sha256(loc) == listed["sha256"]
+    except FileNotFoundError:
+        return False
 
 
 def stage_files(
@@ -500,8 +884,7 @@ def iter_stage_batches(
 ) -> Iterator[pa.RecordBatch]:
     """Stream the stage's rows as record batches, shard by shard (bounded memory)."""
     for file_uri in files if files is not None else stage_files(uri, storage_options, quarantine):
-        loc = locate(file_uri, storage_options)
-        with loc.fs.open(loc.path, "rb") as f:
+        with _open_shard(file_uri, storage_options) as f:
             # Arrow's thread pool reading a Python file object can abort the interpreter at exit
             # ("terminate called without an active exception"): read on this thread only.
             reader = pq.ParquetFile(f, pre_buffer=False)
@@ -519,10 +902,22 @@ def read_stage(
         return QUARANTINE.empty_table()
     tables = []
     for file_uri in files:
-        loc = locate(file_uri, storage_options)
-        with loc.fs.open(loc.path, "rb") as f:
+        with _open_shard(file_uri, storage_options) as f:
             tables.append(pq.read_table(f, use_threads=False, pre_buffer=False))
     return pa.concat_tables(tables)
+
+
+def _open_shard(file_uri: str, storage_options: dict | None):
+    """A shard a manifest lists, open for reading; StorageError naming it if it is gone."""
+    loc = locate(file_uri, storage_options)
+    try:
+        return loc.fs.open(loc.path, "rb")
+    except FileNotFoundError:
+        raise StorageError(
+            f"shard {file_uri} is listed in its stage's manifest but missing: write the stage again"
+        ) from None
+    except OSError as exc:
+        raise _storage_error(file_uri, "read", exc) from None
 
 
 def write_json(uri: str, payload: dict, storage_options: dict | None = None) -> None:
@@ -577,6 +972,8 @@ def read_bytes(
         if default is None:
             raise
         return default
+    except OSError as exc:  # permission, not a folder, a store error: named, not raw
+        raise _storage_error(uri, "read", exc) from None
 
 
 def read_json(uri: str, storage_options: dict | None = None, *, missing_ok: bool = False):

@@ -48,11 +48,12 @@ def test_stage_roundtrip_shards_and_manifest(tmp_path, scheme):
     assert manifest["counts"]["read"] == 5003 and manifest["counts"]["quarantined"] == 3
     assert manifest["counts"]["written"] == 5000 and manifest["counts"]["records"] == 5000
     assert manifest["counts"]["quarantined_by_reason"] == {"malformed thing": 3}
+    attempt = manifest["attempt"]  # shard names are unique per attempt, in order within it
     assert [f["path"] for f in manifest["files"]][:2] == [
-        "part-00000.parquet",
-        "part-00001.parquet",
+        f"part-{attempt}-00000.parquet",
+        f"part-{attempt}-00001.parquet",
     ]
-    assert manifest["quarantine_files"][0]["path"] == "_quarantine/part-00000.parquet"
+    assert manifest["quarantine_files"][0]["path"] == f"_quarantine/part-{attempt}-00000.parquet"
     assert storage.read_manifest(uri) == manifest
     table = storage.read_stage(uri)
     assert table.schema == RECORDS
@@ -80,20 +81,22 @@ def test_folder_without_manifest_is_not_a_stage(tmp_path):
         storage.read_stage(uri)
 
 
-def test_rewrite_removes_the_old_manifest_first_and_stale_shards_at_commit(tmp_path):
+def test_rewrite_keeps_the_old_stage_until_its_commit_then_removes_its_shards(tmp_path):
     uri = str(tmp_path / "stage")
     first = _write(uri, _rows(3000), shard_bytes=100_000)
     assert len(first["files"]) > 2
     writer = storage.StageWriter(uri, "ingest", RECORDS, shard_bytes=100_000)
-    with pytest.raises(storage.StageNotFound):  # while rewriting, the folder is not a stage
-        storage.read_manifest(uri)
     for row in _rows(10):
-        writer.add(row)
-        writer.stats.read += 1
-        writer.stats.written += 1
-    writer.commit(inputs=[], fingerprint="f2")
-    assert sorted(p.name for p in (tmp_path / "stage").glob("part-*")) == ["part-00000.parquet"]
+        writer.add_counted(row)
+    writer.out.flush()
+    # while rewriting, readers by manifest still see the whole old stage, not a mix
+    assert storage.read_manifest(uri) == first
+    assert storage.read_stage(uri).num_rows == 3000
+    second = writer.commit(inputs=[], fingerprint="f2")
+    listed = sorted(f["path"] for f in second["files"])
+    assert sorted(p.name for p in (tmp_path / "stage").glob("part-*")) == listed
     assert storage.read_stage(uri).num_rows == 10
+    assert not (tmp_path / "stage" / "_lock").exists()  # released at commit
 
 
 def test_conservation_is_checked_before_commit(tmp_path):
