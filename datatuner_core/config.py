@@ -150,12 +150,40 @@ class GenerateConfig(_Strict):
         description="CPU: int8 dynamic quantization of the LM's linears (experimental: it "
         "degraded SmolLM2's texts in a first check; measure on dev first)",
     )
+    coverage_decoding: bool = Field(
+        False,
+        description="decoding holds back <eos> while one of the record's entities is unmentioned "
+        "(the report's coverage check decides what is mentioned); beam search and greedy alike",
+    )
+    coverage_max_hold: int = Field(
+        16,
+        ge=0,
+        description="coverage decoding: tokens a text may run on after it first wanted to end "
+        "(<eos> its most probable token) before <eos> is allowed with entities still missing",
+    )
+    coverage_bonus: float = Field(
+        0.0,
+        ge=0,
+        description="coverage decoding: log-probability added to the next token of a missing "
+        "entity (its first token, or the next one of an entity the text has started); 0 = off",
+    )
+    verdict: bool = Field(
+        False,
+        description="the reported label and score combine the classifier with the coverage "
+        "check: a text missing a record entity is never `accurate` (see rerank.fidelity_verdict)",
+    )
 
     def decoding(self) -> dict:
         """The Generator keywords beyond beams / tokens / batch / rerank."""
         keys = ("length_penalty", "repetition_penalty", "no_repeat_ngram", "coverage", "weight",
                 "label_first", "int8", "max_new_tokens_ratio", "max_new_tokens_slack")  # fmt: skip
-        return {k: getattr(self, k) for k in keys}
+        out = {k: getattr(self, k) for k in keys}
+        # later knobs join only when set away from their default: the dict is also the generate
+        # stage's fingerprint, and a stage made before they existed stays current
+        later = ("coverage_decoding", "coverage_max_hold", "coverage_bonus", "verdict")
+        fields = type(self).model_fields
+        out.update({k: getattr(self, k) for k in later if getattr(self, k) != fields[k].default})
+        return out
 
 
 class PipelineConfig(_Strict):

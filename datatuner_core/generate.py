@@ -16,7 +16,7 @@ import time
 from collections.abc import Iterator
 
 from . import storage
-from .rerank import missing_entities, rerank_candidates
+from .rerank import fidelity_verdict, missing_entities, rerank_candidates
 
 
 def model_version(uri: str) -> str:
@@ -73,6 +73,10 @@ class Generator:
         int8: bool = False,
         max_new_tokens_ratio: float | None = None,
         max_new_tokens_slack: int = 16,
+        coverage_decoding: bool = False,
+        coverage_max_hold: int = 16,
+        coverage_bonus: float = 0.0,
+        verdict: bool = False,
         storage_options: dict | None = None,
         threads: int | None = None,
     ):
@@ -87,7 +91,7 @@ class Generator:
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
         self._copies: list = []  # temporary local copies of remote models, kept while in use
         lm_dir = storage.local_dir(lm_uri, self._copies, storage_options)
-        self.tokenizer = AutoTokenizer.from_pretrained(lm_dir)
+        self.tokenizer = AutoTokenizer.from_pretrained(lm_dir, trust_remote_code=False)
         dtype = torch.bfloat16 if self.device == "cuda" else torch.float32
         self.model = AutoModelForCausalLM.from_pretrained(
             lm_dir, use_safetensors=True, trust_remote_code=False, dtype=dtype
@@ -107,6 +111,8 @@ class Generator:
         self.label_first = label_first
         self.length_penalty, self.repetition_penalty = length_penalty, repetition_penalty
         self.no_repeat_ngram = no_repeat_ngram
+        self.coverage_decoding, self.coverage_max_hold = coverage_decoding, coverage_max_hold
+        self.coverage_bonus, self.verdict = coverage_bonus, verdict
         self.max_new_tokens_ratio, self.max_new_tokens_slack = (
             max_new_tokens_ratio,
             max_new_tokens_slack,
@@ -149,11 +155,15 @@ class Generator:
     # ------------------------------------------------------------------ beam search
 
     def _beam_search(
-        self, prompts: list[tuple[list[int], list[int]]], max_new_tokens: int | None = None
+        self,
+        prompts: list[tuple[list[int], list[int]]],
+        max_new_tokens: int | None = None,
+        entities: list[list[str]] | None = None,
     ) -> list[list[tuple]]:
         """Batched beam search with a KV cache; per prompt, `beams` (text, score) in beam order.
         The score is the sum of token log-probabilities divided by length ** `length_penalty`.
-        `max_new_tokens`: this batch's budget (default: the generator's)."""
+        `max_new_tokens`: this batch's budget (default: the generator's). `entities`: per prompt,
+        the record's entities, for coverage-aware decoding (`coverage_decoding`)."""
         import torch
 
         width = max(len(ids) for ids, _ in prompts)
@@ -185,6 +195,7 @@ class Generator:
                 pad_token_id=pad,
                 output_scores=True,
                 return_dict_in_generate=True,
+                **self._coverage_processor(entities, len(prompts)),
             )
         sequences = out.sequences[:, width:].tolist()  # [B * beams, new tokens]
         if getattr(out, "sequences_scores", None) is not None:
@@ -202,6 +213,20 @@ class Generator:
                 beams.append((text, float(scores[j])))
             results.append(beams)
         return results
+
+    def _coverage_processor(self, entities: list[list[str]] | None, n: int) -> dict:
+        """`generate` keywords for coverage-aware decoding (none when it is off)."""
+        if not self.coverage_decoding:
+            return {}
+        from transformers import LogitsProcessorList
+
+        from .coverage import CoverageLogitsProcessor
+
+        processor = CoverageLogitsProcessor(
+            self.tokenizer, entities or [[] for _ in range(n)], self.vocab.eos,
+            max_hold=self.coverage_max_hold, bonus=self.coverage_bonus,
+        )  # fmt: skip
+        return {"logits_processor": LogitsProcessorList([processor])}
 
     def _greedy_scores(self, out, sequences: list[list[int]]) -> list[float]:
         """Sum of the chosen tokens' log-probabilities up to and including `<eos>`, divided by
@@ -228,10 +253,10 @@ class Generator:
                 out[i] = self._row(row, None, truncated=False, error="empty linearization")
                 continue
             ids, states, truncated = self._prompt(row["linearized"])
-            todo.append((len(ids), i, ids, states, truncated))
+            todo.append((len(ids), i, ids, states, truncated, row.get("entities") or []))
         todo.sort(key=lambda t: (t[0], t[1]))  # similar lengths together: little padding
         for chunk in self._chunks(todo):
-            for (_, i, _, _, truncated), beams in zip(chunk, self._generate_chunk(chunk)):
+            for (_, i, _, _, truncated, _), beams in zip(chunk, self._generate_chunk(chunk)):
                 if isinstance(beams, str):
                     out[i] = self._row(rows[i], None, truncated=truncated, error=beams)
                 else:
@@ -257,15 +282,16 @@ class Generator:
     def _generate_chunk(self, chunk) -> list:
         """Beams per prompt of the chunk; a failing batch is retried one record at a time, and a
         record that still fails gets its error message instead of beams."""
-        prompts = [(ids, states) for _, _, ids, states, _ in chunk]
+        prompts = [(ids, states) for _, _, ids, states, _, _ in chunk]
+        entities = [item[5] for item in chunk]
         cap = self.new_token_cap(chunk[0][0])
         try:
-            return self._beam_search(prompts, cap)
+            return self._beam_search(prompts, cap, entities)
         except Exception:  # noqa: BLE001 - isolate the failing record below
             results = []
-            for prompt in prompts:
+            for prompt, ents in zip(prompts, entities, strict=True):
                 try:
-                    results.append(self._beam_search([prompt], cap)[0])
+                    results.append(self._beam_search([prompt], cap, [ents])[0])
                 except Exception as exc:  # noqa: BLE001 - recorded on the row
                     results.append(f"generation failed: {type(exc).__name__}: {exc}"[:500])
             return results
@@ -298,6 +324,7 @@ class Generator:
         score_and_choose(
             rows, self.scorer, rerank=self.rerank, coverage=self.coverage, weight=self.weight,
             label_first=self.label_first, batch_size=max(self.batch_size, 32),
+            verdict=self.verdict,
         )  # fmt: skip
 
     def __call__(self, batch):
@@ -311,7 +338,8 @@ class Generator:
 
 def score_and_choose(
     rows: list[dict], scorer=None, *, rerank: bool = True, coverage: bool = False,
-    weight: float = 1.0, label_first: bool = True, batch_size: int = 32,
+    weight: float = 1.0, label_first: bool = True, batch_size: int = 32, verdict: bool = False,
+    others=None,
 ) -> None:  # fmt: skip
     """Classify every candidate of `rows` (generations rows) in one batched pass with `scorer`
     (a `FidelityScorer`; candidates that carry a label already are not rescored), then set each
@@ -319,7 +347,13 @@ def score_and_choose(
     `rerank_candidates` (with the coverage check first when `coverage`, the label tiers when
     `label_first`). Rows are changed in place; a row without candidates (a failed generation)
     is left as it is. Clearing the candidates' `fidelity_label` first re-chooses with another
-    classifier."""
+    classifier.
+
+    `verdict`: the row's label and score are `rerank.fidelity_verdict` of the chosen candidate —
+    the classifier's, overruled when the text leaves out a record entity (`omission`), states a
+    number the record does not hold or (with `others`, an `evaluate.EntityIndex`) another
+    record's entity, or repeats a sentence. The candidates keep the classifier's own label and
+    P(accurate): the choice among them is not changed by the verdict."""
     if scorer is not None:
         todo = [(r, c) for r in rows for c in r["candidates"] if c["fidelity_label"] is None]
         pairs = [(r["linearized"], c["text"]) for r, c in todo]
@@ -335,10 +369,12 @@ def score_and_choose(
         order = rerank_candidates(r["candidates"], weight, missing, label_first) if rerank else [0]
         chosen = r["candidates"][order[0]]
         r["text"], r["lm_score"] = chosen["text"], chosen["lm_score"]
-        r["fidelity_label"], r["fidelity_score"] = (
-            chosen["fidelity_label"],
-            chosen["fidelity_score"],
-        )
+        label, score = chosen["fidelity_label"], chosen["fidelity_score"]
+        if verdict:
+            label, score = fidelity_verdict(
+                label, score, chosen["text"], r.get("entities"), r.get("linearized"), others
+            )
+        r["fidelity_label"], r["fidelity_score"] = label, score
 
 
 def generate_stage(
@@ -362,7 +398,8 @@ def generate_stage(
     """Generate for the rows of `split` (all rows if None) of a linearized stage on Ray Data and
     write the generations stage. `decoding`: more `Generator` keywords (length_penalty,
     repetition_penalty, no_repeat_ngram, coverage, weight, label_first, int8,
-    max_new_tokens_ratio, max_new_tokens_slack). Returns the manifest
+    max_new_tokens_ratio, max_new_tokens_slack, coverage_decoding, coverage_max_hold,
+    coverage_bonus, verdict). Returns the manifest
     (`read == written + quarantined`: a record whose generation failed is written with its
     error, not dropped).
 
@@ -373,6 +410,7 @@ def generate_stage(
     call sorts only its own block of `4 x batch_size` records."""
     import ray
 
+    from .console import Progress
     from .schema import GENERATIONS
     from .training import ensure_ray
 
@@ -439,6 +477,10 @@ def generate_stage(
         output_uri, "generate", GENERATIONS, storage_options=storage_options
     )
     started, seen = time.time(), 0
+    todo = _count_rows(files, split, storage_options)
+    if max_records is not None:
+        todo = min(todo, max_records)
+    progress = Progress("[generate]", todo)
     for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
         for row in batch.to_pylist():
             writer.add_counted(row)
@@ -447,8 +489,7 @@ def generate_stage(
             if row["truncated"]:
                 writer.stats.note("truncated_inputs")
         seen += batch.num_rows
-        rate = seen / max(time.time() - started, 1e-9)
-        print(f"[generate] {seen} records ({rate:.1f}/s)", file=sys.stderr, flush=True)
+        progress(seen, final=seen >= todo)
     extra = {"records_per_s": round(seen / max(time.time() - started, 1e-9), 2)}
     return writer.commit(inputs=inputs, fingerprint=fp, config=config, extra=extra)
 
@@ -479,6 +520,23 @@ def _linearized_length(table):
     import pyarrow.compute as pc
 
     return pc.utf8_length(pc.fill_null(table["linearized"], ""))
+
+
+def _count_rows(files: list[str], split: str | None, storage_options: dict | None) -> int:
+    """How many rows of the shards belong to `split` (all if None): the `split` column only."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    total = 0
+    for uri in files:
+        loc = storage.locate(uri, storage_options)
+        with loc.fs.open(loc.path, "rb") as fh:
+            if split is None:
+                total += pq.ParquetFile(fh).metadata.num_rows
+            else:
+                column = pq.read_table(fh, columns=["split"])["split"]
+                total += pc.sum(pc.equal(column, split)).as_py() or 0
+    return total
 
 
 def _read_parquet(files: list[str], storage_options: dict | None):

@@ -66,3 +66,41 @@ def rerank_candidates(
         return (gap, _RANK[label] if label_first else 0, -score, i)
 
     return sorted(range(len(candidates)), key=key)
+
+
+def fidelity_verdict(
+    label: str | None,
+    p_accurate: float | None,
+    text: str | None,
+    entities,
+    linearized: str | None = None,
+    others=None,
+) -> tuple[str | None, float | None]:
+    """The label and score a user sees for one text: the classifier's, overruled by evidence.
+
+    The rules of `hard_negatives` check the text against its record (the report's coverage
+    check, numbers the record does not hold, repeated sentences; entities of other records too
+    when `others`, an `evaluate.EntityIndex`, is given). When they find nothing, the classifier's
+    label and P(accurate) stand (the rules cannot confirm a text, only refute it). When they find
+    something, the rule label is reported — so a text that leaves out any record entity, its
+    subject included, is `omission` (or `value_error` if it states a value the record does not
+    hold), never `accurate` — and the score becomes P(accurate) x the share of the text's
+    record content that is right: (entities mentioned) / (entities + invented or foreign
+    values); for a repetition, 1 - (words of the repeated copy) / (words of the text).
+    Without a classifier label (no classifier) nothing is reported."""
+    from .evaluate import normalize
+    from .hard_negatives import rule_findings, rule_label
+
+    if label is None or p_accurate is None:
+        return label, p_accurate
+    found = rule_findings(text, list(entities or []), linearized, others)
+    rule = rule_label(found)
+    if rule == "accurate":
+        return label, p_accurate
+    n, extra = len(entities or []), len(found["foreign"]) + len(found["invented"])
+    if found["missing"] or extra:
+        share = (n - len(found["missing"])) / max(n + extra, 1)
+    else:  # each repeated span once: its second copy is the redundant part
+        words = len(normalize(text or "").split())
+        share = 1 - sum(len(span.split()) for span in found["repeated"]) / max(words, 1)
+    return rule, p_accurate * max(share, 0.0)
