@@ -20,6 +20,12 @@ independent coverage check, with a WebNLG breakdown.
   them (`Haputale, Sri Lanka`), and one-word ones sharing a stem with them (`musician`/`music`).
   On the WebNLG test references themselves the error rate is 6.1% (the heuristic's floor).
 - The top beam (`candidates[0]`) is the paper's No_FC system; the chosen text is FC (reranked).
+- The oracle (`oracle`) is what a perfect chooser could reach among each input's candidates:
+  per input, the candidate with the best sentence BLEU (sacrebleu's BLEU on that input's
+  references, exp-smoothed) and, separately, the candidate with the fewest coverage errors;
+  its corpus BLEU and coverage error bound what any reranker can get from these candidates.
+- `accurate_precision` (under `coverage`): of the texts labelled `accurate`, the share with no
+  coverage error — how far a data team can trust the label, checked against the heuristic.
 """
 
 from __future__ import annotations
@@ -331,6 +337,68 @@ def _ratio(a: float, b: float) -> float | None:
     return a / b if b else None
 
 
+def accurate_precision(
+    rows: Sequence[dict], text_and_label: Callable[[dict], tuple], index: EntityIndex
+) -> dict:
+    """Of the texts labelled `accurate`, how many have no coverage error (nothing missing,
+    nothing hallucinated): the label's precision against the coverage check."""
+    labelled = clean = 0
+    for row in rows:
+        text, label = text_and_label(row)
+        if label == "accurate":
+            errors = coverage_errors(text, row.get("entities") or [], index)
+            labelled += 1
+            clean += not (errors["missing"] or errors["hallucinated"])
+    return {"precision": _ratio(clean, labelled), "accurate": labelled, "without_error": clean}
+
+
+# ----------------------------------------------------------------------------- oracle
+
+
+def _error_count(text: str | None, entities: Sequence[str], index: EntityIndex) -> int:
+    errors = coverage_errors(text, entities, index)
+    return len(errors["missing"]) + len(errors["hallucinated"])
+
+
+def oracle(
+    rows: Sequence[dict], scorer: CorpusScorer, chosen: dict, index: EntityIndex | None
+) -> dict:
+    """The best BLEU and coverage reachable by picking one candidate per input (rows carry
+    `candidate_texts`; an input without candidates keeps its text). BLEU: per input the
+    candidate of best sentence BLEU, then the corpus BLEU of those picks; coverage: per input the
+    fewest (missing + hallucinated) entities of any candidate, over all entities (`index`: the
+    corpus entities, as in `coverage_error_rate`)."""
+    lists = [r.get("candidate_texts") or [r.get("text")] for r in rows]
+    width = max((len(texts) for texts in lists), default=0)
+    texts = [r.get("text") for r in rows]
+    by_rank = [  # segment statistics of every input's k-th candidate
+        scorer.segment_statistics(
+            [t[k] if k < len(t) else None for t in lists], reuse=(texts, chosen)
+        )
+        for k in range(width)
+    ]
+    picked: dict = {name: [] for name in scorer.metrics}
+    bleu = scorer.metrics.get("bleu")
+    for i, k in scorer.row.items():  # ties: the earlier candidate (beam order)
+        sentence = [bleu._compute_score_from_stats(s["bleu"][k]).score for s in by_rank]
+        best = max(range(len(lists[i])), key=sentence.__getitem__)
+        for name in scorer.metrics:
+            picked[name].append(by_rank[best][name][k])
+    picked["failed"] = [all(t is None for t in candidates) for candidates in lists]
+    out = scorer.scores(picked)
+    errors = total = 0
+    for row, candidates in zip(rows, lists, strict=True) if index is not None else ():
+        entities = row.get("entities") or []
+        total += len(entities)
+        errors += min(_error_count(t, entities, index) for t in candidates)
+    return {
+        "bleu": out["bleu"],
+        "bleu_lowercase": out["bleu_lowercase"],
+        "coverage_error": _ratio(errors, total) if index is not None else None,
+        "candidates_per_input": _ratio(sum(len(t) for t in lists), len(lists)),
+    }
+
+
 # ----------------------------------------------------------------------------- fidelity
 
 
@@ -362,6 +430,7 @@ def _rows_of(table_or_rows: pa.Table | Sequence[dict]) -> list[dict]:
         names = set(table.column_names)
         cols = {c: table.column(c) for c in (*_COLUMNS, "category", "id") if c in names}
         if "candidates" in cols:
+            cols["candidate_texts"] = _candidate_texts(cols["candidates"])
             cols["candidates"] = pc.list_slice(cols["candidates"], 0, 1)
         if "data" in names:
             cols["size"] = _sizes(table.column("data"))
@@ -371,11 +440,19 @@ def _rows_of(table_or_rows: pa.Table | Sequence[dict]) -> list[dict]:
     rows = []
     for row in table_or_rows:
         row = dict(row)
+        if "candidates" in row and "candidate_texts" not in row:
+            row["candidate_texts"] = [c.get("text") for c in row["candidates"] or []]
         if "data" in row and "size" not in row:
             data = row.pop("data") or {}
             row["size"] = len(data.get("triples") or []) or len(data.get("slots") or [])
         rows.append(row)
     return rows
+
+
+def _candidate_texts(candidates: pa.ChunkedArray) -> pa.Array:
+    """Each row's candidate texts (list<string>), without the rest of the candidate structs."""
+    lists = candidates.combine_chunks()
+    return pa.ListArray.from_arrays(lists.offsets, lists.values.field("text"), mask=lists.is_null())
 
 
 def _sizes(data: pa.ChunkedArray) -> list[int]:
@@ -460,7 +537,7 @@ def evaluate_generations(
         else None,
     }
 
-    metrics["coverage"] = None
+    metrics["coverage"], index = None, None
     if has_entities:
         index = EntityIndex(e for r in rows for e in r.get("entities") or [])
         metrics["coverage"] = {
@@ -468,7 +545,11 @@ def evaluate_generations(
             "top_beam": coverage_error_rate(rows, lambda r: _top(r).get("text"), index)
             if has_top
             else None,
+            "accurate_precision": accurate_precision(
+                rows, lambda r: (r.get("text"), r.get("fidelity_label")), index
+            ),
         }
+    metrics["oracle"] = oracle(rows, scorer, chosen, index) if has_top else None
 
     metrics["webnlg"] = webnlg
     metrics["breakdown"] = _breakdown(rows, scorer, chosen, top, webnlg)
@@ -494,6 +575,8 @@ def headline(metrics: dict) -> dict:
         "accurate_rate_top_beam": get("fidelity", "top_beam", "accurate_rate"),
         "coverage_error": get("coverage", "chosen", "error_rate"),
         "coverage_error_top_beam": get("coverage", "top_beam", "error_rate"),
+        "oracle_bleu": get("oracle", "bleu"),
+        "oracle_coverage_error": get("oracle", "coverage_error"),
     }
 
 
