@@ -5,26 +5,27 @@ children) and the 2017 challenge and later releases (`lex` holds the text itself
 from `modifiedtripleset/mtriple` (`subject | predicate | object`), falling back to
 `originaltripleset/otriple`. Values are kept as in the source; linearization normalizes them.
 
-The file is streamed: the bytes of each `<entry>…</entry>` are cut out and parsed on their own,
-so memory is bounded by one entry and a malformed entry becomes a quarantine row while the rest
-of the file is still read. The record id is `{file relative to the input root}#{eid}`.
+The file is streamed through an XML parser (`xml_entries`): comments, CDATA and processing
+instructions mean what XML says, memory is bounded by one entry (`limits.MAX_UNIT_BYTES`), no
+entity is expanded, and a malformed entry becomes a quarantine row while the rest of the file is
+still read. `read` counts entries. A file with no entry that is not XML either (a JSONL file given
+as `--format webnlg`) is one quarantine row, located by its name; XML errors outside entries and
+XML files without entries are counted in the notes (`xml_errors_outside_entries`,
+`xml_files_without_entries`). The record id is `{file relative to the input root}#{eid}`.
 """
 
 from __future__ import annotations
 
-import re
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 
 from .. import storage
-from ..schema import BadInput, make_quarantine, make_record
-from . import Item, infer_split, safe_text
+from ..schema import BadInput, make_quarantine
+from . import Item, infer_split, limits, safe_text
+from .xml_entries import Entry, EntryStream
 
 SUFFIXES = (".xml",)
 SOURCE = "webnlg"
-_START = re.compile(rb"<entry[\s>/]")
-_END = re.compile(rb"</entry\s*>")
-_CHUNK = 1 << 20  # bytes read at a time
 
 
 def read(
@@ -34,81 +35,61 @@ def read(
     options: dict,
     storage_options: dict | None = None,
 ) -> Iterator[Item]:
-    """Yield one Item per `<entry>` of every file."""
+    """Yield one Item per `<entry>` of every file (and one for a file that is not XML)."""
     for uri in files:
         name = storage.relative_name(uri, root)
         file_split = split or infer_split(name)
-        for index, (line, chunk, problem) in enumerate(_entry_chunks(uri, storage_options), 1):
-            location = f"{name}:{line}"
-            try:
-                if problem:
-                    raise BadInput(problem)
-                record, empty = _entry_record(chunk, name, index, file_split)
-                yield Item(record=record, notes={"empty_references": empty} if empty else None)
-            except BadInput as exc:
-                raw = safe_text(chunk.decode("utf-8", "surrogateescape"))
-                yield Item(quarantine=make_quarantine(SOURCE, location, str(exc), raw))
+        with storage.open_input(uri, storage_options) as f:
+            stream = EntryStream(f)
+            for index, entry in enumerate(stream, 1):
+                yield _entry_item(entry, name, index, file_split, stream.encoding)
+        yield from _file_items(stream, name)
 
 
-def _entry_chunks(uri: str, storage_options: dict | None) -> Iterator[tuple[int, bytes, str]]:
-    """(line of the entry's start, its bytes, a problem or '') for each `<entry>` element."""
-    buf, line_at_buf, eof = b"", 1, False
-    with storage.open_input(uri, storage_options) as f:
-        while True:
-            start = _START.search(buf)
-            if start is None:
-                if eof:
-                    return
-                keep = buf[-16:]  # a start tag may straddle the read boundary
-                line_at_buf += buf[: len(buf) - len(keep)].count(b"\n")
-                buf = keep
-                data = f.read(_CHUNK)
-                eof = not data
-                buf += data
-                continue
-            line_at_buf += buf[: start.start()].count(b"\n")
-            buf = buf[start.start() :]
-            end = _END.search(buf)
-            nxt = _START.search(buf, 1)
-            if end is not None and (nxt is None or end.start() < nxt.start()):
-                chunk, buf = buf[: end.end()], buf[end.end() :]
-                yield line_at_buf, chunk, ""
-                line_at_buf += chunk.count(b"\n")
-            elif nxt is not None:  # another entry starts before this one closes
-                chunk, buf = buf[: nxt.start()], buf[nxt.start() :]
-                yield line_at_buf, chunk, "malformed XML: <entry> is not closed before the next one"
-                line_at_buf += chunk.count(b"\n")
-            elif eof:
-                yield line_at_buf, buf, "malformed XML: <entry> is not closed before end of file"
-                return
-            else:
-                data = f.read(_CHUNK)
-                eof = not data
-                buf += data
-
-
-def _entry_record(chunk: bytes, name: str, index: int, split: str) -> tuple[dict, int]:
-    """Parse one `<entry>` element into a records row and its number of empty `lex` texts
-    (`<text/>`: counted, not kept). BadInput if it cannot be parsed."""
+def _entry_item(entry: Entry, name: str, index: int, split: str, encoding: str | None) -> Item:
     try:
-        text = chunk.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise BadInput(f"invalid UTF-8: byte {exc.start} of the entry") from None
+        if entry.problem:
+            raise BadInput(entry.problem)
+        record, empty = _entry_record(entry, name, index, split, encoding)
+        return Item(record=record, notes={"empty_references": empty} if empty else None)
+    except BadInput as exc:
+        raw = safe_text(entry.raw.decode("utf-8", "surrogateescape"))
+        return Item(quarantine=make_quarantine(SOURCE, f"{name}:{entry.line}", str(exc), raw))
+
+
+def _file_items(stream: EntryStream, name: str) -> Iterator[Item]:
+    """What a file says beyond its entries: not XML at all, no entries, errors between them."""
+    if stream.entries == 0 and stream.errors:
+        reason = f"not a WebNLG XML file: {stream.first_error}"
+        raw = safe_text(stream.head.decode("utf-8", "surrogateescape"))
+        yield Item(quarantine=make_quarantine(SOURCE, name, reason, raw))
+    elif stream.entries == 0:
+        yield Item(units=0, notes={"xml_files_without_entries": 1})
+    elif stream.errors:
+        yield Item(units=0, notes={"xml_errors_outside_entries": stream.errors})
+
+
+def _entry_record(
+    entry: Entry, name: str, index: int, split: str, encoding: str | None
+) -> tuple[dict, int]:
+    """One `<entry>` element as a records row and its number of empty `lex` texts (`<text/>`:
+    counted, not kept). BadInput if it cannot be one."""
     try:
-        entry = ET.fromstring(text)
-    except ET.ParseError as exc:
-        raise BadInput(f"malformed XML: {exc}") from None
-    triples = [_split_triple(t.text) for t in entry.iterfind("modifiedtripleset/mtriple")]
+        text = entry.raw.decode(encoding or "utf-8")
+    except (UnicodeDecodeError, LookupError):
+        text = entry.raw.decode("utf-8", "replace")
+    element = entry.element
+    triples = [_split_triple(t.text) for t in element.iterfind("modifiedtripleset/mtriple")]
     if not triples:
-        triples = [_split_triple(t.text) for t in entry.iterfind("originaltripleset/otriple")]
-    texts = [_lex_text(lex) for lex in entry.iterfind("lex")]
+        triples = [_split_triple(t.text) for t in element.iterfind("originaltripleset/otriple")]
+    texts = [_lex_text(lex) for lex in element.iterfind("lex")]
     references = [t for t in texts if t]
-    eid = entry.get("eid") or f"entry{index}"
-    record = make_record(
+    eid = element.get("eid") or f"entry{index}"
+    record = limits.checked_record(
         id=f"{name}#{eid}",
         source=SOURCE,
         split=split,
-        category=entry.get("category"),
+        category=element.get("category"),
         triples=triples,
         references=references,
         raw=text,
