@@ -106,15 +106,21 @@ class CorpusScorer:
         )
 
     def segment_statistics(
-        self, hypotheses: Sequence[str | None], reuse: tuple[Sequence, dict] | None = None
+        self,
+        hypotheses: Sequence[str | None],
+        reuse: tuple[Sequence, dict] | None = None,
+        names: Iterable[str] | None = None,
     ) -> dict:
         """Per-input statistics of one system's texts (a null text is an empty hypothesis).
         `reuse=(other_hypotheses, their_statistics)` copies the statistics of identical texts
-        (the top beam is mostly the chosen text)."""
+        (the top beam is mostly the chosen text). `names`: only these metrics (default all)."""
         if len(hypotheses) != self.n:
             raise ValueError(f"{len(hypotheses)} hypotheses but {self.n} reference lists")
         out: dict = {"failed": [h is None for h in hypotheses]}
+        wanted = set(self.metrics if names is None else names)
         for name, metric in self.metrics.items():
+            if name not in wanted:
+                continue
             # what sacrebleu's _extract_corpus_statistics does, row by row, on the cached refs
             cache, stats = metric._ref_cache, []
             for i, k in self.row.items():
@@ -133,7 +139,9 @@ class CorpusScorer:
         out: dict = {name: None for name in ("bleu", "bleu_lowercase", "chrf")}
         if rows:
             for name, metric in self.metrics.items():
-                out[name] = metric._aggregate_and_compute([statistics[name][k] for k in rows]).score
+                if name in statistics:  # a metric left out of `segment_statistics` stays None
+                    stats = [statistics[name][k] for k in rows]
+                    out[name] = metric._aggregate_and_compute(stats).score
         return {
             **out,
             "n": len(indices),
@@ -371,18 +379,19 @@ def oracle(
     lists = [r.get("candidate_texts") or [r.get("text")] for r in rows]
     width = max((len(texts) for texts in lists), default=0)
     texts = [r.get("text") for r in rows]
+    names = [n for n in ("bleu", "bleu_lowercase") if n in scorer.metrics]  # chrF: no oracle
     by_rank = [  # segment statistics of every input's k-th candidate
         scorer.segment_statistics(
-            [t[k] if k < len(t) else None for t in lists], reuse=(texts, chosen)
+            [t[k] if k < len(t) else None for t in lists], reuse=(texts, chosen), names=names
         )
         for k in range(width)
     ]
-    picked: dict = {name: [] for name in scorer.metrics}
+    picked: dict = {name: [] for name in names}
     bleu = scorer.metrics.get("bleu")
     for i, k in scorer.row.items():  # ties: the earlier candidate (beam order)
         sentence = [bleu._compute_score_from_stats(s["bleu"][k]).score for s in by_rank]
         best = max(range(len(lists[i])), key=sentence.__getitem__)
-        for name in scorer.metrics:
+        for name in names:
             picked[name].append(by_rank[best][name][k])
     picked["failed"] = [all(t is None for t in candidates) for candidates in lists]
     out = scorer.scores(picked)
