@@ -13,11 +13,12 @@ save). `train_with_ray(task, train_rows, val_rows, config, output_uri)` does the
 - validation at every epoch end (and when `max_steps` stops mid-epoch): the task's sums are
   added over ranks, then turned into metrics (`val_ppl` for the LM); early stopping after
   `patience` epochs without improvement of `task.monitor` (lower is better);
-- checkpoints (rank 0 writes; Ray keeps the best by `task.monitor` plus the latest): one
-  `state.pt` with model, optimizer, scheduler, position (epoch, step, step in epoch), history,
-  RNG states of every rank (python, numpy, torch) and the resolved config. A crashed run
-  (`FailureConfig(max_failures)`) or a re-run of the same job resumes from the latest checkpoint
-  and continues exactly as an uninterrupted run would;
+- checkpoints (rank 0 writes; Ray keeps the best by `task.monitor` plus the latest): `state.pt`
+  (tensors only: model, optimizer, scheduler, every rank's torch RNG state; read back with
+  `weights_only=True`, so nothing in a checkpoint folder can run code) and `state.json`
+  (position: epoch, step, step in epoch; history; every rank's python and numpy RNG state; the
+  resolved config). A crashed run (`FailureConfig(max_failures)`) or a re-run of the same job
+  resumes from the latest checkpoint and continues exactly as an uninterrupted run would;
 - output: the best checkpoint's model via `task.save` (`save_pretrained`, safetensors, plus
   tokenizer) and `training_card.json` (written last, with the job) at `output_uri` (local,
   s3://, memory://);
@@ -44,7 +45,10 @@ from pathlib import Path
 
 from . import storage
 
-STATE_FILE = "state.pt"
+STATE_FILE = "state.pt"  # tensors and plain containers: loaded with weights_only=True
+PLAIN_STATE_FILE = "state.json"  # the rest of a checkpoint (progress, config, RNG streams)
+TENSOR_STATE = ("model", "optimizer", "scheduler")  # checkpoint keys kept in STATE_FILE
+RNG_TENSORS = ("torch", "cuda")  # per-rank RNG states kept in STATE_FILE
 CARD_FILE = "training_card.json"
 JOBS_DIR = "_jobs"  # beside the models: {job fingerprint}.json → the output it trained
 NOT_KNOBS = {"log_every", "reuse"}  # TrainConfig fields that do not change the trained model
@@ -224,12 +228,16 @@ def _seed_all(seed: int) -> None:
 
 
 def _rng_state() -> dict:
+    """This process's RNG streams: python and numpy as JSON-able lists, torch (and CUDA) as
+    tensors."""
     import numpy as np
     import torch
 
+    version, internal, gauss = random.getstate()
+    name, keys, pos, has_gauss, cached = np.random.get_state()
     state = {
-        "python": random.getstate(),
-        "numpy": np.random.get_state(),
+        "python": [version, list(internal), gauss],
+        "numpy": [name, keys.tolist(), int(pos), int(has_gauss), float(cached)],
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available():
@@ -241,8 +249,10 @@ def _set_rng_state(state: dict) -> None:
     import numpy as np
     import torch
 
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -453,10 +463,9 @@ class _Worker:
         self._checkpoint({self.task.monitor: UNVALIDATED if value is None else value, **metrics})
 
     def _checkpoint(self, metrics: dict) -> None:
-        """All ranks report; rank 0 writes `state.pt` (model, optimizer, scheduler, progress,
-        every rank's RNG state, config)."""
+        """All ranks report; rank 0 writes the checkpoint (model, optimizer, scheduler, progress,
+        every rank's RNG state, config: `_save_state`)."""
         import ray.train
-        import torch
 
         rng = _gather(_rng_state())
         report = {**metrics, "step": self.p.step, "epoch": self.p.epoch}
@@ -474,7 +483,7 @@ class _Worker:
                 "counts": self.counts,
                 "world_size": self.world,
             }
-            torch.save(payload, Path(tmp) / STATE_FILE)
+            _save_state(payload, tmp)
             checkpoint = ray.train.Checkpoint.from_directory(tmp)
             ray.train.report(
                 report, checkpoint=checkpoint, checkpoint_dir_name=f"step-{self.p.step:07d}"
@@ -497,11 +506,53 @@ class _Worker:
         return self.p.step
 
 
-def _load_state(checkpoint) -> dict:
+def _save_state(payload: dict, directory: str) -> None:
+    """Write a checkpoint payload as `state.pt` (tensors: `TENSOR_STATE` and the torch RNG
+    states) and `state.json` (everything else), so that loading it never unpickles code."""
     import torch
 
+    tensors = {key: payload[key] for key in TENSOR_STATE}
+    tensors["rng"] = [{k: v for k, v in r.items() if k in RNG_TENSORS} for r in payload["rng"]]
+    plain = {key: v for key, v in payload.items() if key not in TENSOR_STATE}
+    plain["rng"] = [{k: v for k, v in r.items() if k not in RNG_TENSORS} for r in payload["rng"]]
+    torch.save(tensors, Path(directory) / STATE_FILE)
+    Path(directory, PLAIN_STATE_FILE).write_text(json.dumps(plain))
+
+
+def _load_state(checkpoint) -> dict:
+    """A checkpoint written by `_save_state`, as one payload; `state.pt` is read with
+    `weights_only=True`. Anything else (a checkpoint of the older one-pickle format, a planted
+    pickle) is refused, never unpickled."""
     with checkpoint.as_directory() as directory:
-        return torch.load(Path(directory) / STATE_FILE, map_location="cpu", weights_only=False)
+        return read_state(directory, name=str(checkpoint.path))
+
+
+def read_state(directory: str, name: str | None = None) -> dict:
+    """The payload of the checkpoint folder `directory` (`name`: how errors call it)."""
+    import pickle
+    import re
+
+    import torch
+
+    name = name or str(directory)
+    if not Path(directory, PLAIN_STATE_FILE).exists():
+        raise ValueError(
+            f"checkpoint {name} has no {PLAIN_STATE_FILE}: it is not in this trainer's format "
+            f"(an older checkpoint holds one pickle, which is never loaded); delete the run "
+            f"folder to train from scratch"
+        )
+    try:
+        tensors = torch.load(Path(directory) / STATE_FILE, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
+        names = f" (it names {found.group(1)})" if found else ""
+        raise ValueError(
+            f"checkpoint {name}: {STATE_FILE} holds more than tensors and plain containers{names}, "
+            f"so it is not loaded: unpickling it could run code from the checkpoint folder"
+        ) from None
+    plain = json.loads(Path(directory, PLAIN_STATE_FILE).read_text())
+    rng = [{**p, **t} for p, t in zip(plain.pop("rng"), tensors.pop("rng"), strict=True)]
+    return {**plain, **tensors, "rng": rng}
 
 
 def _load_rows(source) -> list[dict]:

@@ -157,6 +157,33 @@ def test_crash_then_resume_continues_with_identical_losses(fresh_run, lm_task, t
     assert crashed["metrics"]["evaluations"] == card["metrics"]["evaluations"]
 
 
+def test_a_rerun_resumes_a_crashed_run_and_refuses_a_planted_pickle(fresh_run, lm_task, tmp_path):
+    """A run that crashed with no retries left its step-2 checkpoint (`state.pt`, tensors only,
+    and `state.json`). A pickle planted as that `state.pt` stops the re-run with a clear error
+    and is never unpickled; with the checkpoint put back, the re-run resumes it and matches an
+    unbroken run."""
+    import torch
+
+    from .test_no_remote_code import Planted
+
+    card, _ = fresh_run
+    task, train, val = lm_task
+    config, out = {**RUN, "fail_at_step": 2}, str(tmp_path / "model")
+    with pytest.raises(Exception, match="injected failure after step 2"):
+        training.train_with_ray(task, train, val, config, out, num_workers=2)
+    (state,) = (tmp_path / "_checkpoints").rglob(training.STATE_FILE)
+    assert state.parent.name == "step-0000002" and (state.parent / "state.json").exists()
+    saved, marker = state.read_bytes(), tmp_path / "pickle-ran"
+    torch.save({"model": Planted(str(marker))}, state)
+    with pytest.raises(Exception, match="state.pt holds more than tensors"):
+        training.train_with_ray(task, train, val, config, out, num_workers=2)
+    assert not marker.exists()
+    state.write_bytes(saved)
+    resumed = training.train_with_ray(task, train, val, config, out, num_workers=2)
+    assert resumed["metrics"]["train_loss"] == card["metrics"]["train_loss"]  # bit for bit
+    assert resumed["metrics"]["evaluations"] == card["metrics"]["evaluations"]
+
+
 def test_an_identical_job_is_reused_not_retrained(fresh_run, lm_task, tmp_path):
     """The same task, tokenizer, knobs, data and workers for another output beside the first:
     the trained model is copied (byte for byte, card marked), no training runs; the same output
