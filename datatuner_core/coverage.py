@@ -79,6 +79,7 @@ class CoverageLogitsProcessor(LogitsProcessor):
         top = scores.argmax(-1).tolist()  # before this processor changes anything
         generated = input_ids[:, self.start :].tolist()
         wanted: dict[tuple, int | None] = {}
+        held, favoured = [], []  # rows whose <eos> is held; (row, token) pairs given the bonus
         for row, tokens in enumerate(generated):
             if self.eos_id in tokens:
                 continue  # a finished greedy/sampled row: generate pads it
@@ -94,11 +95,15 @@ class CoverageLogitsProcessor(LogitsProcessor):
             if not gone:
                 continue
             if since is None or len(tokens) - since < self.max_hold:
-                scores[row, self.eos_id] = -float("inf")
+                held.append(row)
             if self.bonus:
-                for token in self._favoured(tokens, gone):
-                    scores[row, token] += self.bonus
+                favoured += [(row, token) for token in self._favoured(tokens, gone)]
         self.wanted = wanted
+        if held:
+            scores[held, self.eos_id] = -float("inf")
+        if favoured:
+            rows_, tokens_ = zip(*favoured, strict=True)
+            scores[list(rows_), list(tokens_)] += self.bonus
         return scores
 
     def _favoured(self, tokens: list[int], gone: list[str]) -> set[int]:
