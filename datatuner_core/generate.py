@@ -6,6 +6,10 @@ every candidate in the same pass, the choice by label priority then combined sco
 `generate_stage` runs it on Ray Data (`map_batches` over an actor pool) and writes the stage.
 A record that cannot be generated (empty linearization, a failing forward pass) gets a row with
 `text = null` and its `error`; it never fails its batch.
+
+With `coverage_decoding`, a logits processor (`coverage.CoverageLogitsProcessor`) keeps each
+beam from ending while one of its record's entities is unmentioned (bounded by
+`coverage_max_hold`), optionally favouring the missing entities' tokens (`coverage_bonus`).
 """
 
 from __future__ import annotations

@@ -19,6 +19,11 @@ label-first order cost 1.3 BLEU against coverage-then-LM-score at the same cover
 differ from one another in other ways. Which order a preset uses is chosen on dev with
 `benchmarks/decoding.py`; on WebNLG dev (seen categories only) every order scored within 0.2
 BLEU, so the presets keep the paper's.
+
+`fidelity_verdict` (`generate.verdict`) sets the label and score a user sees for the chosen text:
+the classifier's, overruled by the rules of `hard_negatives` when they find evidence against the
+text (a record entity missing, a number the record does not hold, a repeated sentence). It does
+not change which candidate is chosen.
 """
 
 from __future__ import annotations
