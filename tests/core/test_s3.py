@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import time
 
 import fsspec
 
@@ -62,3 +63,102 @@ def test_compressed_jsonl_from_s3_with_bad_lines(s3_env):
     assert [(b["location"], b["reason"].split(":")[0]) for b in bad] == [
         ("data.jsonl.gz:4", "malformed JSON")
     ]
+
+
+# ----------------------------------------------------------------------------- stage safety
+
+
+def _records(n: int, tag: str = "a") -> list[dict]:
+    from datatuner_core.schema import make_record
+
+    return [
+        make_record(id=f"r{i:03d}", source=tag, split="train", raw=tag,
+                    triples=[(f"S{i}", "p", "O")], references=[])
+        for i in range(n)
+    ]  # fmt: skip
+
+
+def _write_stage(uri: str, n: int, *, bad: int = 0, fp: str = "fp", tag: str = "a") -> dict:
+    from datatuner_core.schema import RECORDS, make_quarantine
+
+    writer = storage.StageWriter(uri, "ingest", RECORDS, shard_bytes=1_500)
+    for row in _records(n, tag):
+        writer.add_counted(row)
+    for i in range(bad):
+        writer.quarantine(make_quarantine("t", f"f:{i}", "bad: x", "raw"))
+        writer.stats.read += 1
+    return writer.commit(inputs=[], fingerprint=fp)
+
+
+def test_missing_bucket_is_an_error_naming_it_and_is_not_created(s3_env, tmp_path):
+    import boto3
+    import pytest
+
+    data = tmp_path / "in.jsonl"
+    data.write_text('{"triples": [["A", "p", "B"]]}\n')
+    with pytest.raises(storage.StorageError, match="the bucket 'nosuchbucket' does not exist"):
+        ingest("jsonl", str(data), "s3://nosuchbucket/x")
+    buckets = boto3.client("s3", endpoint_url=_endpoint()).list_buckets()["Buckets"]
+    assert "nosuchbucket" not in {b["Name"] for b in buckets}
+
+
+def test_nested_stage_keeps_its_shards_and_skip_check_uses_etags(s3_env):
+    records, out = f"{s3_env}/v/_stages/records", f"{s3_env}/v"
+    child = _write_stage(records, 120, bad=2, fp="rec")
+    _write_stage(out, 200, fp="gen-1", tag="g")
+    parent = _write_stage(out, 30, fp="gen-2", tag="g")
+    assert storage.verify_stage(records) == [] and len(child["files"]) > 1
+    assert storage.read_stage(records, quarantine=True).num_rows == 2
+    fs = fsspec.filesystem("s3", endpoint_url=_endpoint())
+    top = sorted(p.rsplit("/", 1)[-1] for p in fs.ls(out.removeprefix("s3://"), refresh=True))
+    assert [p for p in top if p.startswith("part-")] == sorted(f["path"] for f in parent["files"])
+    # same size, other bytes: the ETag no longer matches the shard's MD5, so no skip
+    shard = f"{records.removeprefix('s3://')}/{child['files'][0]['path']}"
+    data = bytearray(fs.cat_file(shard))
+    data[len(data) // 2] ^= 0xFF
+    fs.pipe_file(shard, bytes(data))
+    assert storage.current_manifest(records, "rec") is None
+    child = _write_stage(records, 120, bad=2, fp="rec")
+    assert storage.current_manifest(records, "rec") == child
+    fs.rm(f"{records.removeprefix('s3://')}/{child['quarantine_files'][0]['path']}")
+    assert storage.current_manifest(records, "rec") is None
+
+
+def _foreign_lock(uri: str, **fields) -> None:
+    fs = fsspec.filesystem("s3", endpoint_url=_endpoint())
+    lock = {"owner": "other", "stage": "ingest", "host": "elsewhere", "pid": 1,
+            "started": "2026-01-01T00:00:00Z", "heartbeat": time.time(), **fields}  # fmt: skip
+    fs.pipe_file(f"{uri.removeprefix('s3://')}/_lock", json.dumps(lock).encode())
+
+
+def test_s3_lock_refuses_a_live_writer_and_takes_over_a_stale_one(s3_env, monkeypatch):
+    import pytest
+
+    from datatuner_core.schema import RECORDS
+
+    uri = f"{s3_env}/locked"
+    _foreign_lock(uri)  # another host's writer, heartbeat fresh
+    with pytest.raises(storage.StageLocked) as info:
+        storage.StageWriter(uri, "ingest", RECORDS, lock_wait_s=0.5)
+    message = str(info.value)
+    assert f"stage {uri} is being written" in message and "pid 1 on elsewhere" in message
+    assert "\n" not in message
+    _foreign_lock(uri, heartbeat=time.time() - storage.LOCK_STALE_S - 5)  # that writer died
+    assert _write_stage(uri, 10)["counts"]["written"] == 10
+    fs = fsspec.filesystem("s3", endpoint_url=_endpoint())
+    assert not fs.exists(f"{uri.removeprefix('s3://')}/_lock")  # released at commit
+
+    # the holder's heartbeat moves on; a writer whose lock was taken over cannot commit
+    monkeypatch.setattr(storage, "LOCK_HEARTBEAT_S", 0.1)
+    writer = storage.StageWriter(uri, "ingest", RECORDS)
+    path = f"{uri.removeprefix('s3://')}/_lock"
+    first = json.loads(fs.cat_file(path))["heartbeat"]
+    time.sleep(0.6)
+    fs.invalidate_cache()
+    assert json.loads(fs.cat_file(path))["heartbeat"] > first
+    _foreign_lock(uri, heartbeat=time.time())
+    for row in _records(3):
+        writer.add_counted(row)
+    with pytest.raises(storage.StageLocked, match="lost its lock"):
+        writer.commit(inputs=[], fingerprint="late")
+    assert storage.read_manifest(uri)["counts"]["written"] == 10  # the stage before stays

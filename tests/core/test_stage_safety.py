@@ -107,14 +107,14 @@ def test_commit_never_touches_a_stage_nested_in_its_folder(root):
 # ----------------------------------------------------------------------------- two writers
 
 
-def _slow_writer(uri: str, tag: str, errors: list, **kwargs) -> None:
+def _slow_writer(uri: str, tag: str, errors: list, delay: float = 0.01, **kwargs) -> None:
     try:
         writer = storage.StageWriter(uri, "ingest", RECORDS, shard_bytes=1, **kwargs)
         for i, row in enumerate(_rows(40, tag)):
             writer.add_counted(row)
             if i % ROWS_PER_SHARD == ROWS_PER_SHARD - 1:
                 writer.out.flush()
-                time.sleep(0.01)
+                time.sleep(delay)
         writer.commit(inputs=[], fingerprint=f"fp-{tag}")
     except Exception as exc:  # noqa: BLE001 - reported to the test
         errors.append(exc)
@@ -125,9 +125,15 @@ def test_two_writers_on_one_folder_leave_one_whole_stage(root, monkeypatch):
     that stays names exactly one writer's shards, each present with its bytes."""
     monkeypatch.setenv("DATATUNER_LOCK_WAIT_S", "30")
     errors: list = []
-    threads = [threading.Thread(target=_slow_writer, args=(root, t, errors)) for t in "ab"]
+    # a slow writer, then a fast one that overtakes it: without a lock they overwrite each
+    # other's shards and the last manifest names bytes of the other writer
+    threads = [
+        threading.Thread(target=_slow_writer, args=(root, tag, errors, delay))
+        for tag, delay in (("a", 0.04), ("b", 0.0))
+    ]
     for t in threads:
         t.start()
+        time.sleep(0.05)
     for t in threads:
         t.join(timeout=60)
     assert errors == []
@@ -209,19 +215,23 @@ def _one_generation(uri: str) -> list[dict]:
 
 
 def test_random_interleavings_of_two_writers_and_a_kill_never_corrupt_the_stage(tmp_path):
-    """Property: two subprocess writers start on one folder at random offsets, one is SIGKILLed
-    at a random moment; the manifest left (if any) never names a missing or altered shard nor
-    mixes writers, and a re-run always ends with every id exactly once."""
+    """Property: two subprocess writers start on one folder at random offsets, and one is
+    SIGKILLed at a random point of its progress (before its lock, while waiting for it, between
+    shards, after its commit); the manifest left (if any) never names a missing or altered shard
+    nor mixes writers, and a re-run always ends with every id exactly once."""
     rng = random.Random(21)
-    for round_ in range(4):
+    for round_ in range(5):
         uri = str(tmp_path / f"round-{round_}")
         first = rng.choice("ab")
-        procs = {first: _spawn(uri, first)}
-        time.sleep(rng.uniform(0.0, 0.6))
         second = "b" if first == "a" else "a"
+        procs = {first: _spawn(uri, first)}
+        time.sleep(rng.uniform(0.0, 0.4))
         procs[second] = _spawn(uri, second)
         victim = rng.choice("ab")
-        time.sleep(rng.uniform(0.2, 2.0))
+        # lines the victim prints before it dies: "locked", one per shard (8), "committed"
+        for _ in range(rng.randint(0, 10)):
+            if not procs[victim].stdout.readline():
+                break
         procs[victim].send_signal(signal.SIGKILL)
         survivor = procs["b" if victim == "a" else "a"]
         assert survivor.wait(timeout=60) == 0, f"round {round_}: the surviving writer failed"
