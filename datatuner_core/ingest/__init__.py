@@ -9,6 +9,7 @@ writer and the skip-if-unchanged rule, so every reader obeys `read == written + 
 from __future__ import annotations
 
 import importlib
+import logging
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -114,6 +115,7 @@ def ingest(
         output_uri, "ingest", RECORDS, shard_bytes=shard_bytes, storage_options=storage_options
     )
     stats, taken, capped = writer.stats, {}, set()
+    seen = None if getattr(module, "IDS_UNIQUE", False) else set()  # hashes of the ids so far
     for forced, uri, files in plan:
         for item in module.read(files, uri, forced, options, storage_options=storage_options):
             if item.record is not None:
@@ -124,12 +126,35 @@ def ingest(
                         break  # the rest of this split is not read
                     continue
                 taken[record_split] = taken.get(record_split, 0) + 1
+                if seen is not None:
+                    _note_duplicate(seen, item)
             _count(writer, item)
             if progress is not None:
                 progress(stats)
     if capped:
         stats.notes["capped_splits"] = sorted(capped)
+    _warn_once(output_uri, stats.notes)
     return writer.commit(inputs=inputs, fingerprint=fp, config=config)
+
+
+# Notes that mean some input may not be what the user thinks: warned once per ingest.
+WARN_NOTES = ("duplicate_ids", "xml_errors_outside_entries", "xml_files_without_entries")
+
+
+def _note_duplicate(seen: set, item: Item) -> None:
+    """Count a record whose id an earlier record of this ingest has (both are kept)."""
+    key = hash(item.record["id"])
+    if key in seen:
+        item.notes = {**(item.notes or {}), "duplicate_ids": 1}
+    else:
+        seen.add(key)
+
+
+def _warn_once(output_uri: str, notes: dict) -> None:
+    found = {name: notes[name] for name in WARN_NOTES if notes.get(name)}
+    if found:
+        details = ", ".join(f"{name} {n}" for name, n in found.items())
+        logging.getLogger(__name__).warning("ingest into %s: %s", output_uri, details)
 
 
 def _count(writer, item: Item) -> None:

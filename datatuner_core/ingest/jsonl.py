@@ -76,6 +76,7 @@ def _line_record(raw: bytes, split: str, split_forced: bool) -> dict:
         raise BadInput("malformed record: 'references' must be a string or a list of strings")
     record_id = obj.get("id")
     if record_id is None:
+        limits.check_data(triples, act, slots)
         record_id = content_id(SOURCE, triples, act, slots)
     line_split = (
         obj.get("split") if not split_forced and isinstance(obj.get("split"), str) else split

@@ -35,16 +35,30 @@ def checked_record(**fields) -> dict:
         check_text(record[field], field, MAX_VALUE_CHARS)
     check_text(record["raw"], "raw input", None)
     data = record["data"]
-    check_text(data["act"], "act", MAX_VALUE_CHARS)
-    for triple in data["triples"]:
-        for part in ("subject", "predicate", "object"):
-            check_text(triple[part], part, None)  # make_record checked the length
-    for slot in data["slots"]:
-        check_text(slot["slot"], "slot name", MAX_VALUE_CHARS)
-        check_text(slot["value"], "slot value", None)
+    check_data([tuple(t.values()) for t in data["triples"]], data["act"], data["slots"])
     for reference in record["references"]:
         check_text(reference, "reference", MAX_REFERENCE_CHARS)
     return record
+
+
+def check_data(triples: list, act: str | None, slots: list) -> None:
+    """The text checks of `checked_record` on a record's data (before an id is made of it)."""
+    for triple in triples:
+        for what, value in zip(("subject", "predicate", "object"), triple, strict=True):
+            check_text(value, what, None)
+            _check_value_length(value)
+    check_text(act, "act", MAX_VALUE_CHARS)
+    for slot in slots:
+        name, value = slot.values() if isinstance(slot, dict) else slot
+        check_text(name, "slot name", MAX_VALUE_CHARS)
+        check_text(value, "slot value", None)
+        _check_value_length(value)
+
+
+def _check_value_length(value: str) -> None:
+    """As `schema.make_record` words it, so reasons stay the same whichever check comes first."""
+    if value is not None and len(value) > MAX_VALUE_CHARS:
+        raise BadInput(f"value longer than {MAX_VALUE_CHARS} characters ({len(value)})")
 
 
 def check_text(value: str | None, what: str, max_chars: int | None) -> None:

@@ -79,6 +79,7 @@ from . import IngestError, Item, LongLine, read_lines, safe_text
 SUFFIXES = (".nt", ".nt.gz", ".ntriples", ".nt.bz2", ".nt.xz")
 
 SOURCE = "ntriples"
+IDS_UNIQUE = True  # `{subject}#{chunk}`: no duplicate-id check needed (it would cost memory)
 RDFS_LABEL = "http://www.w3.org/2000/01/rdf-schema#label"
 XSD_STRING = "http://www.w3.org/2001/XMLSchema#string"
 

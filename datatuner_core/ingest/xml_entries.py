@@ -120,7 +120,8 @@ class EntryStream:
         prefix = "".join(f"<{name}>" for name in self.stack).encode(self.encoding or "utf-8")
         self.parser, self.base = p, offset - len(prefix)
         self.line_base, self.fed, self.mark = self._line_at(offset), offset, offset
-        p.Parse(prefix, False)
+        self.stack = []
+        p.Parse(prefix, False)  # opens the elements again
 
     def _read(self) -> None:
         data = self.f.read(CHUNK)

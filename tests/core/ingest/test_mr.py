@@ -8,7 +8,7 @@ import re
 import pytest
 
 from datatuner_core import storage
-from datatuner_core.ingest import IngestError, ingest
+from datatuner_core.ingest import IngestError, ingest, limits
 from datatuner_core.ingest.mr import parse_act, parse_slots
 from datatuner_core.schema import BadInput
 
@@ -154,3 +154,114 @@ def test_wrong_columns_is_a_clear_error(tmp_path):
     path.write_text("meaning,text\na,b\n")
     with pytest.raises(IngestError, match=r"data.csv: expected CSV columns 'mr' and 'ref'"):
         ingest("e2e", str(path), str(tmp_path / "out"))
+
+
+def _viggo(tmp_path, body: bytes):
+    path = tmp_path / "viggo-test.csv"
+    path.write_bytes(body)
+    out = str(tmp_path / "out")
+    counts = ingest("viggo", str(path), out)["counts"]
+    good = storage.read_stage(out).to_pylist()
+    bad = storage.read_stage(out, quarantine=True).to_pylist()
+    return counts, good, bad
+
+
+def _rows(n: int) -> list[bytes]:
+    return [f'"inform(name[G{i}], rating[good])",G{i} is good.'.encode() for i in range(n)]
+
+
+def test_an_unbalanced_quote_costs_one_row(tmp_path):
+    """Issue 21, case 3: 12 data rows, one with a quote never closed: read 2 became read 12,
+    the bad row is quarantined with its line, and every row after it is read."""
+    rows = _rows(12)
+    rows[1] = b'"inform(name[G1], rating[good])","G1 is ""good.'
+    counts, good, bad = _viggo(tmp_path, b"mr,ref\n" + b"\n".join(rows) + b"\n")
+    assert (counts["read"], counts["written"], counts["quarantined"]) == (12, 11, 1)
+    references = [r["references"] for r in good]
+    assert references == [[f"G{i} is good."] for i in range(12) if i != 1]
+    assert (bad[0]["location"], bad[0]["raw"]) == ("viggo-test.csv:3", rows[1].decode())
+    assert bad[0]["reason"].startswith("malformed CSV row")
+
+
+def test_an_open_quote_before_a_long_file_costs_one_row(tmp_path):
+    """Issue 21, case 3: with a long file after an open quote, the run failed ("field larger
+    than field limit")."""
+    rows = _rows(4_000)
+    rows[1] = b'"inform(name[G1], rating[good])","G1 is good.'
+    counts, good, bad = _viggo(tmp_path, b"mr,ref\n" + b"\n".join(rows) + b"\n")
+    assert (counts["read"], counts["written"], counts["quarantined"]) == (4_000, 3_999, 1)
+    assert bad[0]["location"] == "viggo-test.csv:3"
+
+
+def test_a_quoted_field_spans_at_most_max_csv_row_lines(tmp_path, monkeypatch):
+    monkeypatch.setattr(limits, "MAX_CSV_ROW_LINES", 5)
+    rows = _rows(4)
+    text = [b"more text"] * 6
+    body = b"mr,ref\n" + b"\n".join(rows[:2] + [b'"inform(name[X])","open'] + text + rows[2:])
+    counts, good, bad = _viggo(tmp_path, body)
+    assert [r["references"] for r in good] == [[f"G{i} is good."] for i in range(4)]
+    assert (bad[0]["location"], bad[0]["reason"]) == (
+        "viggo-test.csv:4",
+        "malformed CSV row: quoted field open for more than 5 lines",
+    )
+    assert [b["location"] for b in bad[1:]] == [f"viggo-test.csv:{n}" for n in range(5, 11)]
+    assert (counts["read"], counts["written"], counts["quarantined"]) == (11, 4, 7)
+
+
+def test_quoted_fields_may_span_lines(tmp_path):
+    body = (
+        b"mr,ref\n"
+        b'"inform(name[A],\n rating[good])","A is good.\nReally, ""good""."\n'
+        b'"inform(name[B])",B.\n'
+        b'"inform(name[C])","C."x\n'  # text after a closing quote
+        b'"inform(name[D])",D.,\n'  # one field too many
+        b"\n"
+        b'"inform(name[E])"\n'  # one field too few
+    )
+    counts, good, bad = _viggo(tmp_path, body)
+    assert good[0]["references"] == ['A is good. Really, "good".']
+    assert good[0]["data"]["slots"] == [
+        {"slot": "name", "value": "A"},
+        {"slot": "rating", "value": "good"},
+    ]
+    assert (counts["read"], counts["written"], counts["quarantined"]) == (5, 2, 3)
+    assert [(b["location"], b["reason"]) for b in bad] == [
+        ("viggo-test.csv:6", "malformed CSV row: ',' expected after '\"'"),
+        ("viggo-test.csv:7", "malformed CSV row: 3 fields, the header has 2"),
+        ("viggo-test.csv:9", "malformed CSV row: 1 fields, the header has 2"),
+    ]
+
+
+def test_oversize_cells_are_one_quarantine_row(tmp_path):
+    """Issue 21, cases 4 and 8: a 200 KB cell stopped the run; a reference and an MR have limits."""
+    rows = _rows(3)
+    rows[1] = b'"inform(name[G1])",' + b"y" * 200_000
+    rows.append(b'"inform(name[' + b"n" * 10_001 + b'])",Long name.')
+    counts, good, bad = _viggo(tmp_path, b"mr,ref\n" + b"\n".join(rows) + b"\n")
+    assert (counts["read"], counts["written"], counts["quarantined"]) == (4, 2, 2)
+    assert [(b["location"], b["reason"]) for b in bad] == [
+        ("viggo-test.csv:3", "reference longer than 20000 characters (200000)"),
+        ("viggo-test.csv:5", "MR longer than 10000 characters (10015)"),
+    ]
+
+
+def test_a_line_over_the_unit_limit_is_one_quarantine_row(tmp_path, monkeypatch):
+    monkeypatch.setattr(limits, "MAX_UNIT_BYTES", 1_000)
+    rows = _rows(3)
+    rows[1] = b'"inform(name[G1])","' + b"z" * 5_000 + b'"'
+    counts, good, bad = _viggo(tmp_path, b"mr,ref\n" + b"\n".join(rows) + b"\n")
+    assert (counts["read"], counts["written"], counts["quarantined"]) == (3, 2, 1)
+    assert (bad[0]["location"], bad[0]["reason"]) == (
+        "viggo-test.csv:3",
+        f"line longer than 1000 bytes ({len(rows[1])})",
+    )
+
+
+def test_the_same_mr_in_two_files_of_one_split_is_a_noted_duplicate_id(tmp_path):
+    """Issue 21, case 9: duplicate ids get a note."""
+    for name in ("a-test.csv", "b-test.csv"):
+        (tmp_path / "in").mkdir(exist_ok=True)
+        (tmp_path / "in" / name).write_text('mr,ref\n"inform(name[A])",A.\n')
+    manifest = ingest("viggo", str(tmp_path / "in"), str(tmp_path / "out"))
+    assert manifest["counts"]["records"] == 2
+    assert manifest["counts"]["notes"] == {"duplicate_ids": 1}

@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from datatuner_core.ingest import IngestError, ingest
+from datatuner_core.ingest import IngestError, ingest, limits
 from datatuner_core.ingest import ntriples as nt
 from datatuner_core.schema import MAX_VALUE_CHARS
 from datatuner_core.storage import read_manifest, read_stage
@@ -342,3 +342,28 @@ def test_temp_folder_removed_also_on_error(tmp_path):
         ingest(
             "ntriples", str(tmp_path / "ok.nt"), str(tmp_path / "o3"), options={"max_triples": 0}
         )
+
+
+def test_a_line_over_the_limit_in_a_gz_is_one_quarantine_row(tmp_path, monkeypatch):
+    """Issue 21, case 8: a line of zeros in a `.nt.gz` is skipped in chunks and quarantined with
+    its line number; the lines after it are read (memory: test_limits.py)."""
+    monkeypatch.setattr(limits, "MAX_UNIT_BYTES", 4_096)
+    zeros = b"0" * 100_000
+    comment = b"# " + b"c" * 10_000  # a long comment is still a comment, not a unit
+    good = [f"<{R}S> <{O}p> <{R}O{i}> .".encode() for i in range(3)]
+    write_dump(tmp_path / "dump.nt.gz", [good[0], zeros, comment, good[1], good[2]])
+    out = tmp_path / "out"
+    manifest = ingest("ntriples", str(tmp_path / "dump.nt.gz"), str(out))
+    counts = manifest["counts"]
+    assert (counts["read"], counts["written"], counts["quarantined"]) == (4, 3, 1)
+    bad = read_stage(str(out), quarantine=True).to_pylist()
+    assert (bad[0]["location"], bad[0]["reason"]) == (
+        "dump.nt.gz:2",
+        "line longer than 4096 bytes (100000)",
+    )
+    assert bad[0]["raw"].startswith("0000")
+    assert [t["object"] for t in read_stage(str(out)).to_pylist()[0]["data"]["triples"]] == [
+        "O0",
+        "O1",
+        "O2",
+    ]

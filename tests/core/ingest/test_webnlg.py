@@ -8,7 +8,7 @@ import gzip
 import pytest
 
 from datatuner_core import storage
-from datatuner_core.ingest import ingest
+from datatuner_core.ingest import ingest, limits, xml_entries
 
 # ../shared/data/README.md, section 1.
 ENTRIES = {"train": 6940, "validation": 872, "test": 1862}
@@ -170,3 +170,109 @@ def test_split_mapping_and_caps(shared_data, tmp_path):
     assert manifest["counts"]["read"] == 1372
     assert manifest["counts"]["notes"]["capped_splits"] == ["train"]
     assert manifest["config"]["max_records"] == {"train": 500}
+
+
+def _ingest_file(tmp_path, body: bytes, name: str = "in.xml"):
+    path = tmp_path / name
+    path.write_bytes(body)
+    out = str(tmp_path / "out")
+    manifest = ingest("webnlg", str(path), out)
+    good = storage.read_stage(out).to_pylist()
+    bad = storage.read_stage(out, quarantine=True).to_pylist()
+    return manifest["counts"], good, bad
+
+
+def test_comments_cdata_and_instructions_mean_what_xml_says(tmp_path):
+    """Issue 21, case 6: a commented-out entry is no record; an entry whose CDATA holds `<entry>`
+    is read whole; `read` counts the 3 real entries (the text-pattern reader counted 5)."""
+    body = (
+        "<?xml version='1.0' encoding='UTF-8'?>\n<benchmark><entries>\n"
+        + _entry("Id1")
+        + "<!-- an old entry, taken out:\n"
+        + _entry("Id2").replace("A p B.", "commented out")
+        + "-->\n<?datatuner skip?>\n"
+        + _entry("Id3", text="<![CDATA[Say <entry> and </entry> & mean it.]]>")
+        + _entry("Id4", text="A <?pi inside?>p B.")
+        + "</entries></benchmark>\n"
+    ).encode()
+    counts, good, bad = _ingest_file(tmp_path, body)
+    assert (counts["read"], counts["written"], counts["quarantined"]) == (3, 3, 0)
+    assert [r["id"] for r in good] == ["in.xml#Id1", "in.xml#Id3", "in.xml#Id4"]
+    assert good[1]["references"] == ["Say <entry> and </entry> & mean it."]
+    assert good[1]["raw"].startswith('<entry category="X" eid="Id3"')
+    assert good[1]["raw"].endswith("</lex>\n</entry>")
+    assert good[2]["references"] == ["A p B."]
+    assert bad == [] and counts["notes"] == {}
+
+
+def test_a_jsonl_file_given_as_webnlg_is_one_quarantine_row(tmp_path):
+    """Issue 21, case 9: not a silent `read 0`: the file is one quarantine row with a reason."""
+    body = b'{"triples": [["A", "p", "B"]], "references": ["A p B."]}\n'
+    counts, good, bad = _ingest_file(tmp_path, body, name="mine.jsonl")
+    assert (counts["read"], counts["written"], counts["quarantined"]) == (1, 0, 1)
+    assert good == []
+    assert bad[0]["location"] == "mine.jsonl"
+    assert bad[0]["reason"].startswith("not a WebNLG XML file: not well-formed")
+    assert bad[0]["raw"] == body.decode()
+    assert counts["quarantined_by_reason"] == {"not a WebNLG XML file": 1}
+
+
+def test_xml_without_entries_and_errors_between_entries_are_noted(tmp_path):
+    counts, good, _ = _ingest_file(tmp_path, b"<benchmark><entries/></benchmark>")
+    assert (counts["read"], counts["notes"]) == (0, {"xml_files_without_entries": 1})
+    body = (
+        "<benchmark><entries>\n" + _entry("Id1") + "<oops a=1>\n" + _entry("Id2") + "</entries>"
+    ).encode()  # an unquoted attribute between entries; then a missing </benchmark>
+    counts, good, _ = _ingest_file(tmp_path, body, name="two.xml")
+    assert [r["id"] for r in good] == ["two.xml#Id1", "two.xml#Id2"]
+    assert counts["read"] == counts["written"] == 2
+    assert counts["notes"] == {"xml_errors_outside_entries": 2}
+
+
+def test_entity_attacks_stay_harmless(tmp_path):
+    """Billion laughs and an external entity: nothing is expanded or fetched; the entries that
+    use them are quarantined, the others read."""
+    secret = tmp_path / "secret.txt"
+    secret.write_text("TOP SECRET")
+    laughs = "".join(
+        f'<!ENTITY lol{i} "{f"&lol{i - 1};" * 10 if i else "lol"}">' for i in range(10)
+    )
+    body = (
+        f'<?xml version="1.0"?>\n<!DOCTYPE benchmark [{laughs}'
+        f'<!ENTITY xxe SYSTEM "file://{secret}">]>\n<benchmark><entries>\n'
+        + _entry("Id1", text="&lol9;")
+        + _entry("Id2", text="&xxe;")
+        + _entry("Id3")
+        + "</entries></benchmark>\n"
+    ).encode()
+    counts, good, bad = _ingest_file(tmp_path, body)
+    assert (counts["read"], counts["written"], counts["quarantined"]) == (3, 1, 2)
+    assert [r["id"] for r in good] == ["in.xml#Id3"]
+    reasons = [b["reason"].split(" at line")[0] for b in bad]
+    assert reasons == ["malformed XML: undefined entity"] * 2
+    assert counts["notes"] == {"xml_errors_outside_entries": 1}  # the entity declarations
+    assert "TOP SECRET" not in str(good + bad) and "lollol" not in str(good + bad)
+
+
+def test_an_entry_over_the_limit_is_quarantined_without_being_built(tmp_path, monkeypatch):
+    """Issue 21, case 8 (references have no limit): an entry over `MAX_UNIT_BYTES` costs only
+    itself, and a reference over `MAX_REFERENCE_CHARS` is refused."""
+    monkeypatch.setattr(limits, "MAX_UNIT_BYTES", 2_000)
+    monkeypatch.setattr(xml_entries, "CHUNK", 512)
+    body = (
+        "<benchmark><entries>\n"
+        + _entry("Id1")
+        + _entry("Id2", text="x" * 5_000)
+        + _entry("Id3", text="y " * 600)
+        + _entry("Id4")
+        + "</entries></benchmark>\n"
+    ).encode()
+    monkeypatch.setattr(limits, "MAX_REFERENCE_CHARS", 1_000)
+    counts, good, bad = _ingest_file(tmp_path, body)
+    assert [r["id"] for r in good] == ["in.xml#Id1", "in.xml#Id4"]
+    assert (counts["read"], counts["quarantined"]) == (4, 2)
+    assert [(b["location"], b["reason"]) for b in bad] == [
+        ("in.xml:6", f"entry longer than 2000 bytes ({len(_entry('Id2', text='x' * 5_000)) - 1})"),
+        ("in.xml:10", "reference longer than 1000 characters (1199)"),
+    ]
+    assert bad[0]["raw"].startswith('<entry category="X" eid="Id2"')
