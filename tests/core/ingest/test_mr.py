@@ -171,16 +171,22 @@ def _rows(n: int) -> list[bytes]:
 
 
 def test_an_unbalanced_quote_costs_one_row(tmp_path):
-    """Issue 21, case 3: 12 data rows, one with a quote never closed: read 2 became read 12,
-    the bad row is quarantined with its line, and every row after it is read."""
-    rows = _rows(12)
-    rows[1] = b'"inform(name[G1], rating[good])","G1 is ""good.'
-    counts, good, bad = _viggo(tmp_path, b"mr,ref\n" + b"\n".join(rows) + b"\n")
+    """Issue 21, case 3: a quote never closed swallowed the rows after it (here all 12 rows became
+    one record whose reference held 11 of them); now the bad row is quarantined with its line
+    and every row after it is read."""
+    rows = [f"name[G{i}],G{i} is a good place.".encode() for i in range(12)]
+    rows[1] = b'name[G1],"G1 is a good place.'
+    rows[11] = b'name[G11],"G11 is a good place."'
+    path = tmp_path / "test.csv"
+    path.write_bytes(b"mr,ref\n" + b"\n".join(rows) + b"\n")
+    out = str(tmp_path / "out")
+    counts = ingest("e2e", str(path), out)["counts"]
     assert (counts["read"], counts["written"], counts["quarantined"]) == (12, 11, 1)
-    references = [r["references"] for r in good]
-    assert references == [[f"G{i} is good."] for i in range(12) if i != 1]
-    assert (bad[0]["location"], bad[0]["raw"]) == ("viggo-test.csv:3", rows[1].decode())
-    assert bad[0]["reason"].startswith("malformed CSV row")
+    references = [r["references"] for r in storage.read_stage(out).to_pylist()]
+    assert references == [[f"G{i} is a good place."] for i in range(12) if i != 1]
+    bad = storage.read_stage(out, quarantine=True).to_pylist()
+    assert (bad[0]["location"], bad[0]["raw"]) == ("test.csv:3", rows[1].decode())
+    assert bad[0]["reason"] == "malformed CSV row: ',' expected after '\"'"
 
 
 def test_an_open_quote_before_a_long_file_costs_one_row(tmp_path):
