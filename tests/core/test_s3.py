@@ -107,8 +107,9 @@ def test_nested_stage_keeps_its_shards_and_skip_check_uses_etags(s3_env):
     child = _write_stage(records, 120, bad=2, fp="rec")
     _write_stage(out, 200, fp="gen-1", tag="g")
     parent = _write_stage(out, 30, fp="gen-2", tag="g")
-    assert storage.verify_stage(records) == [] and len(child["files"]) > 1
     assert storage.read_stage(records, quarantine=True).num_rows == 2
+    assert storage.read_stage(records).num_rows == 120 and len(child["files"]) > 1
+    assert storage.verify_stage(records) == []
     fs = fsspec.filesystem("s3", endpoint_url=_endpoint())
     top = sorted(p.rsplit("/", 1)[-1] for p in fs.ls(out.removeprefix("s3://"), refresh=True))
     assert [p for p in top if p.startswith("part-")] == sorted(f["path"] for f in parent["files"])

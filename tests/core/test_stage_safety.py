@@ -224,9 +224,9 @@ def test_random_interleavings_of_two_writers_and_a_kill_never_corrupt_the_stage(
         uri = str(tmp_path / f"round-{round_}")
         first = rng.choice("ab")
         second = "b" if first == "a" else "a"
-        procs = {first: _spawn(uri, first)}
+        procs = {first: _spawn(uri, first, delay=rng.choice([0.0, 0.02]))}
         time.sleep(rng.uniform(0.0, 0.4))
-        procs[second] = _spawn(uri, second)
+        procs[second] = _spawn(uri, second, delay=rng.choice([0.0, 0.02]))
         victim = rng.choice("ab")
         # lines the victim prints before it dies: "locked", one per shard (8), "committed"
         for _ in range(rng.randint(0, 10)):
