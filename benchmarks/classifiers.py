@@ -17,6 +17,7 @@ Dev only: the test split is refused.
 
 from __future__ import annotations
 
+import argparse
 import copy
 import json
 import sys
@@ -52,7 +53,8 @@ def rerank_on_dev(args, classifiers: list[str]) -> list[dict]:
             for c in r["candidates"]:
                 c["fidelity_label"] = c["fidelity_score"] = None
         started = time.perf_counter()
-        score_and_choose(out, FidelityScorer(uri), rerank=True, coverage=True, batch_size=64)
+        score_and_choose(out, FidelityScorer(uri), rerank=True, coverage=True, batch_size=64,
+                         verdict=args.verdict)  # fmt: skip
         seconds = time.perf_counter() - started
         m = evaluate.evaluate_generations(out)
         texts = {r["id"]: r["text"] for r in out}
@@ -93,17 +95,25 @@ def cross_heldout(classifiers: list[str], stages: list[str], batch_size: int = 6
 def main(argv=None) -> int:
     from decoding import dev_parser, emit_result, parse_dev_args
 
+    from datatuner_core.config import GenerateConfig
+
     parser = dev_parser(__doc__, records=480)
     parser.add_argument("--classifiers", required=True, help="space-separated classifier URIs")
     parser.add_argument("--heldout", default="", help="space-separated corruption stage URIs")
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--ratio", type=float, default=1.0, help="generate.max_new_tokens_ratio")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument(
+        "--verdict", action=argparse.BooleanOptionalAction,
+        default=GenerateConfig.model_fields["verdict"].default,
+        help="the chosen texts' labels are the fidelity verdict (generate.verdict)",
+    )  # fmt: skip
     args = parse_dev_args(parser, argv, "classifiers.py")
 
     classifiers = args.classifiers.split()
     result = {
         "records": args.records, "split": args.split, "beams": args.beams,
+        "verdict": args.verdict,
         "rerank": rerank_on_dev(args, classifiers),
         "heldout": cross_heldout(classifiers, args.heldout.split()),
     }  # fmt: skip

@@ -179,7 +179,7 @@ def rescore(args) -> None:
     score_and_choose(
         rows, FidelityScorer(classifier) if classifier else None, rerank=True,
         coverage=g.coverage or args.coverage_only, weight=g.weight, label_first=g.label_first,
-        batch_size=max(g.batch_size, 32),
+        batch_size=max(g.batch_size, 32), verdict=g.verdict,
     )  # fmt: skip
     seconds = round(time.time() - started, 1)
     out = run_dir / "rescored" / args.label

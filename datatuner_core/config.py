@@ -168,9 +168,10 @@ class GenerateConfig(_Strict):
         "entity (its first token, or the next one of an entity the text has started); 0 = off",
     )
     verdict: bool = Field(
-        False,
+        True,
         description="the reported label and score combine the classifier with the coverage "
-        "check: a text missing a record entity is never `accurate` (see rerank.fidelity_verdict)",
+        "check: a text missing a record entity is never `accurate` (see rerank.fidelity_verdict); "
+        "false = the classifier's own label and P(accurate)",
     )
 
     def decoding(self) -> dict:
@@ -178,12 +179,16 @@ class GenerateConfig(_Strict):
         keys = ("length_penalty", "repetition_penalty", "no_repeat_ngram", "coverage", "weight",
                 "label_first", "int8", "max_new_tokens_ratio", "max_new_tokens_slack")  # fmt: skip
         out = {k: getattr(self, k) for k in keys}
-        # later knobs join only when set away from their default: the dict is also the generate
-        # stage's fingerprint, and a stage made before they existed stays current
-        later = ("coverage_decoding", "coverage_max_hold", "coverage_bonus", "verdict")
-        fields = type(self).model_fields
-        out.update({k: getattr(self, k) for k in later if getattr(self, k) != fields[k].default})
+        # later knobs join only when set away from what a stage made before they existed did
+        # (the dict is also the generate stage's fingerprint): such a stage stays current when
+        # its texts and labels would be the same, and is made again when they would not
+        out.update({k: getattr(self, k) for k, was in _BEFORE.items() if getattr(self, k) != was})
         return out
+
+
+# the later decoding knobs, as the generate stage behaved before each existed
+_BEFORE = {"coverage_decoding": False, "coverage_max_hold": 16, "coverage_bonus": 0.0,
+           "verdict": False}  # fmt: skip
 
 
 class PipelineConfig(_Strict):

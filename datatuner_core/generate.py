@@ -20,6 +20,7 @@ import time
 from collections.abc import Iterator
 
 from . import storage
+from .config import GenerateConfig
 from .rerank import fidelity_verdict, missing_entities, rerank_candidates
 
 
@@ -80,7 +81,7 @@ class Generator:
         coverage_decoding: bool = False,
         coverage_max_hold: int = 16,
         coverage_bonus: float = 0.0,
-        verdict: bool = False,
+        verdict: bool = GenerateConfig.model_fields["verdict"].default,
         storage_options: dict | None = None,
         threads: int | None = None,
     ):

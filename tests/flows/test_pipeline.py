@@ -6,6 +6,7 @@ import json
 
 from datatuner_core import registry, storage
 from datatuner_core.corrupt import LABELS
+from datatuner_core.rerank import fidelity_verdict, missing_entities
 
 from .conftest import TINY
 
@@ -22,10 +23,17 @@ def test_pipeline_writes_generations_report_and_registers(trained_run):
         assert len(g["candidates"]) == 3
         assert g["fidelity_label"] in LABELS and 0.0 <= g["fidelity_score"] <= 1.0
         labels = [c["fidelity_label"] for c in g["candidates"]]
-        if "accurate" in labels:  # reranking puts an accurate candidate first when there is one
-            assert g["fidelity_label"] == "accurate"
         chosen = [c for c in g["candidates"] if c["text"] == g["text"]]
         assert chosen and chosen[0]["lm_score"] == g["lm_score"]
+        if "accurate" in labels:  # reranking puts an accurate candidate first when there is one
+            assert chosen[0]["fidelity_label"] == "accurate"
+        # the row reports the verdict (generate.verdict, on by default): the classifier's label,
+        # overruled by the coverage check, so a text missing a record entity is never accurate
+        verdict = fidelity_verdict(chosen[0]["fidelity_label"], chosen[0]["fidelity_score"],
+                                   g["text"], g["entities"], g["linearized"])  # fmt: skip
+        assert (g["fidelity_label"], g["fidelity_score"]) == verdict
+        if missing_entities(g["text"], g["entities"]):
+            assert g["fidelity_label"] != "accurate"
     metrics = json.loads((root / "runs" / "run1" / "report" / "metrics.json").read_text())
     assert metrics["n"] == 30 and summary["metrics"]["bleu"] == metrics["bleu"]
     for name in ("report.md", "labels.png", "coverage.png"):
@@ -179,7 +187,6 @@ def test_quality_and_decoding_benchmarks_read_a_real_run(trained_run, tmp_path):
     # --coverage-only: fewest missing entities, then the best LM score; no classifier
     quality.main(["rescore", "--storage", str(store), "--run", "sample-fine", "--label", "cov",
                   "--coverage-only"])  # fmt: skip
-    from datatuner_core.rerank import missing_entities
 
     for r in storage.read_stage(str(store / "runs" / "sample-fine" / "rescored" / "cov"
                                      / "generations")).to_pylist():  # fmt: skip
