@@ -348,15 +348,16 @@ class _ShardSink:
         buf = pa.BufferOutputStream()
         pq.write_table(table, buf, compression="zstd")
         data = buf.getvalue().to_pybytes()
-        _write_bytes(self.loc.child(name), data)
+        etag = _write_bytes(self.loc.child(name), data)
         self.files.append({"path": name, "rows": table.num_rows, "bytes": len(data),
                            "sha256": hashlib.sha256(data).hexdigest(),
-                           "md5": hashlib.md5(data).hexdigest()})  # fmt: skip
+                           **({"etag": etag} if etag else {})})  # fmt: skip
         self.tables, self.buffered_bytes = [], 0
 
 
-def _write_bytes(loc: Location, data: bytes) -> None:
-    """Write a whole file; on local disk through a temporary name and an atomic rename."""
+def _write_bytes(loc: Location, data: bytes) -> str | None:
+    """Write a whole file; on local disk through a temporary name and an atomic rename.
+    Returns the object's ETag where the store gives one (S3)."""
     try:
         if loc.is_local:
             parent = loc.path.rsplit("/", 1)[0]
@@ -365,8 +366,10 @@ def _write_bytes(loc: Location, data: bytes) -> None:
             with loc.fs.open(tmp, "wb") as f:
                 f.write(data)
             os.replace(tmp, loc.path)
-        else:  # one PUT on object storage is atomic; memory:// is a dict
-            loc.fs.pipe_file(loc.path, data)
+            return None
+        # one PUT on object storage is atomic; memory:// is a dict
+        out = loc.fs.pipe_file(loc.path, data)
+        return str(out["ETag"]).strip('"') if isinstance(out, dict) and "ETag" in out else None
     except Exception as exc:  # noqa: BLE001 - every store error becomes one naming the file
         raise _storage_error(loc.uri, "write", exc) from None
 
@@ -423,7 +426,7 @@ class StageLock:
                       "pid": os.getpid(), "started": _iso(time.time()),
                       "heartbeat": time.time()}  # fmt: skip
         self.thread = threading.get_ident()
-        self.writer: Callable[[], object] = lambda: None  # a weak reference to the writer
+        self.writer: weakref.ref | None = None  # the writer holding it, if any
         self.fd: int | None = None  # local: the flock'ed file
         self.token: str | None = None  # object stores: the ETag (or MD5) of our `_lock`
         self.lost = False
@@ -439,7 +442,6 @@ class StageLock:
             if time.monotonic() >= deadline:
                 raise StageLocked(self._busy_message())
             time.sleep(min(0.2, max(0.01, deadline - time.monotonic())))
-        _HELD[self.key] = self
         if self.fd is None:
             threading.Thread(target=self._beat, daemon=True, name=f"lock {self.loc.uri}").start()
 
@@ -484,10 +486,15 @@ class StageLock:
             if holder is not None and holder is not self and holder._abandoned():
                 holder.lost = True
                 holder.release()
-            return self._try_local() if self.loc.is_local else self._try_object()
+            taken = self._try_local() if self.loc.is_local else self._try_object()
+            if taken:
+                _HELD[self.key] = self
+            return taken
 
     def _abandoned(self) -> bool:
-        if self.writer() is None or self.thread == threading.get_ident():
+        if (self.writer is not None and self.writer() is None) or (
+            self.thread == threading.get_ident()
+        ):
             return True
         return not any(t.ident == self.thread for t in threading.enumerate())
 
@@ -645,8 +652,8 @@ class StageWriter:
         self.attempt = uuid.uuid4().hex[:12]
         self.committed = False
         self.lock = StageLock(self.loc, stage)
-        self._prepare(_lock_wait_s() if lock_wait_s is None else lock_wait_s)
         self.lock.writer = weakref.ref(self)
+        self._prepare(_lock_wait_s() if lock_wait_s is None else lock_wait_s)
         weakref.finalize(self, self.lock.release)
         self.stats = StageStats()
         self.started = time.time()
@@ -831,7 +838,8 @@ def verify_stage(
 ) -> list[str]:
     """What is wrong with the shards a stage's manifest lists (empty: nothing). Each must exist
     with its size, and its checksum where that is cheap: the SHA-256 of the bytes on local disk
-    and memory://, the ETag against the shard's MD5 on S3 (single-part uploads)."""
+    and memory://, on S3 the object's ETag against the one its upload returned (any rewrite of
+    the object changes it)."""
     manifest = manifest if manifest is not None else read_manifest(uri, storage_options)
     loc = locate(uri, storage_options)
     listed = manifest.get("files", []) + manifest.get("quarantine_files", [])
@@ -856,7 +864,7 @@ def verify_stage(
 def _checksum_matches(loc: Location, listed: dict, entry: dict) -> bool:
     if _is_s3(loc.fs):
         etag = str(entry.get("ETag", "")).strip('"')
-        return not listed.get("md5") or "-" in etag or not etag or etag == listed["md5"]
+        return not listed.get("etag") or etag == listed["etag"]
     if not listed.get("sha256") or not (loc.is_local or "memory" in _protocols(loc.fs)):
         return True
     try:
