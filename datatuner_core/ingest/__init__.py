@@ -185,26 +185,63 @@ class LongLine(bytes):
 
 
 def read_lines(uri: str, storage_options: dict | None = None) -> Iterator[tuple[int, bytes]]:
-    """(line number, raw bytes without the newline) of a text file, streamed in bounded chunks.
+    """(line number, raw bytes without the newline) of a text file, streamed in blocks.
 
-    A line longer than `limits.MAX_UNIT_BYTES` comes as a `LongLine` holding its head, so memory
-    stays bounded by the limit whatever the file holds (one line of 1 GB of zeros in a `.gz`).
+    A line longer than `limits.MAX_UNIT_BYTES` comes as a `LongLine` holding its head: memory
+    stays bounded by the limit and two blocks whatever the file holds (a line of 1 GB in a `.gz`).
     """
     from .. import storage
-    from ..schema import MAX_QUARANTINE_RAW_CHARS
     from . import limits
 
-    limit = limits.MAX_UNIT_BYTES
     with storage.open_input(uri, storage_options) as f:
-        readline, number = f.readline, 0
-        while line := readline(limit + 1):
+        yield from split_lines(f.read, limits.MAX_UNIT_BYTES)
+
+
+READ_BLOCK = 1 << 20  # bytes read at a time by `read_lines`
+
+
+def split_lines(read: Callable[[int], bytes], limit: int) -> Iterator[tuple[int, bytes]]:
+    """The lines of a stream read in blocks with `read`, as `read_lines` gives them."""
+    number, line = 0, _Pending(limit)  # the line not ended yet
+    while block := read(READ_BLOCK):
+        parts = block.split(b"\n")
+        if len(parts) == 1:
+            line.add(parts[0])
+            continue
+        line.add(parts[0])
+        number += 1
+        yield number, line.finish()
+        for part in parts[1:-1]:
             number += 1
-            if len(line) <= limit or line[-1:] == b"\n":
-                yield number, line.rstrip(b"\r\n")
-                continue
-            long = LongLine(line[:MAX_QUARANTINE_RAW_CHARS])
-            long.length, long.limit = len(line), limit
-            while line[-1:] != b"\n" and (line := readline(limit + 1)):
-                long.length += len(line)
-            long.length -= len(line) - len(line.rstrip(b"\r\n"))
-            yield number, long
+            short = len(part) <= limit
+            yield number, part.rstrip(b"\r") if short else _long(part, len(part), limit)
+        line = _Pending(limit)
+        line.add(parts[-1])
+    if line.size:
+        yield number + 1, line.finish()
+
+
+class _Pending:
+    """A line read in pieces: its first `limit + 1` bytes and its size."""
+
+    def __init__(self, limit: int):
+        self.limit, self.head, self.size = limit, b"", 0
+
+    def add(self, piece: bytes) -> None:
+        if len(self.head) <= self.limit:
+            self.head += piece[: self.limit + 1 - len(self.head)]
+        self.size += len(piece)
+
+    def finish(self) -> bytes:
+        if self.size <= self.limit:
+            return self.head.rstrip(b"\r")
+        return _long(self.head, self.size, self.limit)
+
+
+def _long(head: bytes, length: int, limit: int) -> LongLine:
+    """A line over the limit (`length` bytes before its newline, a `\\r` included)."""
+    from ..schema import MAX_QUARANTINE_RAW_CHARS
+
+    long = LongLine(head[: min(limit, MAX_QUARANTINE_RAW_CHARS)])
+    long.length, long.limit = length, limit
+    return long

@@ -3,26 +3,29 @@
 from __future__ import annotations
 
 import gzip
+import io
 import re
 import tracemalloc
 
 import pytest
 
+import datatuner_core.ingest as ingest_package
 from datatuner_core.ingest import LongLine, limits, read_lines
 from datatuner_core.schema import BadInput
 
 
 def test_a_long_line_in_a_gz_is_read_in_bounded_memory(tmp_path, monkeypatch):
     """Issue 21, case 8: one line of zeros in a `.nt.gz` took 3.5 times its size in memory.
-    Here 8 MB of zeros, with the limit patched to 64 KiB, may take at most 1 MB."""
+    Here 8 MB of zeros, with the limit and the block read patched to 64 KiB, take under 1 MB."""
     monkeypatch.setattr(limits, "MAX_UNIT_BYTES", 64 * 1024)
+    monkeypatch.setattr(ingest_package, "READ_BLOCK", 64 * 1024)
     path = tmp_path / "dump.nt.gz"
     path.with_name("small.nt.gz").write_bytes(gzip.compress(b"x\n"))
     with gzip.open(path, "wb") as f:
         f.write(b"first\n")
         for _ in range(8):
             f.write(b"0" * 1_000_000)
-        f.write(b"\r\nthird\nlast without newline")
+        f.write(b"\nthird\nlast without newline")
     list(read_lines(str(path.with_name("small.nt.gz"))))  # imports done before measuring
     tracemalloc.start()
     try:
@@ -47,6 +50,24 @@ def test_a_line_of_exactly_the_limit_is_whole(tmp_path, monkeypatch):
     lines = list(read_lines(str(path)))
     assert [type(line) for _, line in lines] == [bytes, LongLine, bytes]
     assert lines[1][1].length == 11
+
+
+@pytest.mark.parametrize("block", [1, 2, 3, 7, 1 << 20])
+def test_lines_across_blocks(monkeypatch, block):
+    monkeypatch.setattr(ingest_package, "READ_BLOCK", block)
+    data = b"ab\r\n\nabcdefghijkl\r\nxyz\n0123456789\r\n01234567890\nend"
+    lines = list(ingest_package.split_lines(io.BytesIO(data).read, 10))
+    assert [(n, bytes(line)) for n, line in lines] == [
+        (1, b"ab"),
+        (2, b""),
+        (3, b"abcdefghij"),
+        (4, b"xyz"),
+        (5, b"0123456789"),  # a "\r" counts: 11 bytes
+        (6, b"0123456789"),
+        (7, b"end"),
+    ]
+    long = [(n, line.length) for n, line in lines if isinstance(line, LongLine)]
+    assert long == [(3, 13), (5, 11), (6, 11)]
 
 
 @pytest.mark.parametrize(
