@@ -163,3 +163,34 @@ def test_s3_lock_refuses_a_live_writer_and_takes_over_a_stale_one(s3_env, monkey
     with pytest.raises(storage.StageLocked, match="lost its lock"):
         writer.commit(inputs=[], fingerprint="late")
     assert storage.read_manifest(uri)["counts"]["written"] == 10  # the stage before stays
+
+
+def test_two_writers_on_one_s3_stage_leave_one_whole_stage(s3_env, monkeypatch):
+    """Two writers at once on one S3 folder: the lock (If-None-Match) makes the second wait;
+    the manifest left names one writer's shards, each with the ETag its upload returned."""
+    import threading
+
+    monkeypatch.setenv("DATATUNER_LOCK_WAIT_S", "60")
+    uri, errors = f"{s3_env}/both", []
+
+    def write(tag: str) -> None:
+        try:
+            _write_stage(uri, 150, fp=f"fp-{tag}", tag=tag)
+        except Exception as exc:  # noqa: BLE001 - reported to the test
+            errors.append(exc)
+
+    threads = [threading.Thread(target=write, args=(t,)) for t in "ab"]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert errors == []
+    manifest = storage.read_manifest(uri)
+    rows = storage.read_stage(uri).to_pylist()
+    assert len({r["source"] for r in rows}) == 1 and len({r["id"] for r in rows}) == 150
+    assert storage.verify_stage(uri) == [] and all(f.get("etag") for f in manifest["files"])
+    fs = fsspec.filesystem("s3", endpoint_url=_endpoint())
+    names = [p.rsplit("/", 1)[-1] for p in fs.ls(uri.removeprefix("s3://"), refresh=True)]
+    assert sorted(n for n in names if n.startswith("part-")) == sorted(
+        f["path"] for f in manifest["files"]
+    )
