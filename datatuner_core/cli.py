@@ -33,6 +33,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="Data-to-text with semantic-fidelity reranking, as a batch pipeline.",
     )
     parser.add_argument("--version", action="store_true", help="print the version and exit")
+    parser.add_argument(
+        "--verbose", action="store_true",
+        help="show Ray's own output and every worker's log lines on the console (default: "
+        "progress and stage counts only; the rest goes to the log file named at the start)",
+    )  # fmt: skip
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     ingest = commands.add_parser(
@@ -88,12 +93,16 @@ def build_parser() -> argparse.ArgumentParser:
     verbalize = commands.add_parser(
         "verbalize",
         help="texts + fidelity scores for any ingestable input, with the production models",
-        description="Run the `verbalize` flow: ingest and linearize the input, generate and "
-        "rerank with the production models of --registry (or --lm and --classifier), and write "
-        "a generations stage at --output.",
+        description="Run the `verbalize` flow: ingest and linearize the input (raw files, or a "
+        "records / linearized stage folder from `ingest` / `linearize`), generate and rerank "
+        "with the production models of --registry and the generation settings recorded with "
+        "them (or --lm and --classifier), and write a generations stage at --output.",
     )
     verbalize.add_argument("--input", required=True, help="file or folder: path, file://, s3://")
-    verbalize.add_argument("--format", required=True, choices=FORMATS, help="input format")
+    verbalize.add_argument(
+        "--format", choices=FORMATS,
+        help="input format (not needed when --input is a records or linearized stage folder)",
+    )  # fmt: skip
     verbalize.add_argument("--output", required=True, help="generations stage URI to write")
     verbalize.add_argument("--registry", help="storage root whose production models to use")
     verbalize.add_argument("--lm", help="LM version URI (instead of --registry)")
@@ -218,43 +227,103 @@ def cmd_linearize(args: argparse.Namespace) -> dict:
 def cmd_run(args: argparse.Namespace) -> dict:
     from .bases import check
     from .config import load_config
+    from .runs import RunPaths, new_run_id
 
-    check(load_config(args.config, args.overrides))  # one line on a bad config, before Prefect
+    config = load_config(args.config, args.overrides)
+    check(config)  # one line on a bad config, before Prefect
+    run_id = args.run_id or new_run_id(config.name)
+    _log_to(args, RunPaths(config.storage, run_id).run, f"{args.command}.log")
     from flows.pipeline import pipeline
 
-    summary = pipeline(args.config, args.overrides, args.run_id)
+    summary = pipeline(args.config, args.overrides, run_id)
     _print_headline(summary)
     return summary
 
 
+def _log_to(args: argparse.Namespace, folder: str, name: str, sub: str = "") -> None:
+    """Send Ray's own output to a log file: under `folder` (/`sub`) when it is on local disk,
+    else in the temp folder; its path is printed now and named again by an error."""
+    import tempfile
+
+    from . import console
+
+    path = folder[len("file://") :] if folder.startswith("file://") else folder
+    if "://" in path:
+        path = os.path.join(tempfile.gettempdir(), "datatuner", path.rstrip("/").rsplit("/")[-1])
+    log = os.path.join(path, sub, "logs", name) if sub else os.path.join(path, "logs", name)
+    console.configure(log, be_verbose=args.verbose)
+    print(f"datatuner: log file {log}" + ("" if args.verbose else " (--verbose shows it here)"),
+          file=sys.stderr, flush=True)  # fmt: skip
+
+
 def _print_headline(summary: dict) -> None:
-    """A short human summary above the JSON line."""
+    """A short human summary above the JSON line: the scores, three example texts, the paths."""
     m = summary.get("metrics") or {}
 
-    def fmt(key):
+    def fmt(key, pct=False):
         value = m.get(key)
-        return "n/a" if value is None else f"{value:.2f}" if isinstance(value, float) else value
+        if value is None:
+            return "n/a"
+        return f"{100 * value:.1f} %" if pct else f"{value:.2f}"
 
     lines = [
         f"run {summary['run_id']}: {m.get('n', 0)} texts",
-        f"  BLEU {fmt('bleu')} (seen {fmt('bleu_seen')}, unseen {fmt('bleu_unseen')}), "
-        f"chrF {fmt('chrf')}, top-beam BLEU {fmt('bleu_top_beam')}",
-        f"  accurate {fmt('accurate_rate')} (top beam {fmt('accurate_rate_top_beam')}), "
-        f"coverage error {fmt('coverage_error')} (top beam {fmt('coverage_error_top_beam')})",
+        f"  BLEU {fmt('bleu')} (seen categories {fmt('bleu_seen')}, unseen {fmt('bleu_unseen')});"
+        f" top beam alone {fmt('bleu_top_beam')}",
+        f"  texts missing a fact of their record: {fmt('records_missing_share', True)} "
+        f"({fmt('missing_per_record')} missing, {fmt('hallucinated_per_record')} added per "
+        f"record); labelled accurate: {fmt('accurate_rate', True)}",
+    ]
+    for item in _examples(summary.get("report")):
+        score = item.get("score")
+        verdict = (item.get("label") or "no verdict") + (
+            "" if score is None else f", P(accurate) {score:.2f}"
+        )
+        lines += [
+            f"  data:    {_clip(item.get('data'))}",
+            f"    text:  {_clip(item.get('text') or '(generation failed)')}",
+            f"    verdict: {verdict}",
+        ]
+    lines += [
         f"  generations: {summary['generations']}",
         f"  report:      {summary['report']}/report.md",
     ]
     print("\n".join(lines))
 
 
+def _examples(report_uri: str | None, n: int = 3) -> list[dict]:
+    """Up to `n` example texts from the report's metrics: good ones first, then flawed ones."""
+    from . import storage
+
+    if not report_uri:
+        return []
+    try:
+        metrics = storage.read_json(storage.join_uri(report_uri, "metrics.json"), missing_ok=True)
+    except Exception:  # noqa: BLE001 - the summary shows what it can
+        return []
+    found = (metrics or {}).get("examples") or {}
+    good, bad = found.get("good") or [], found.get("bad") or []
+    picked = good[: n - min(1, len(bad))]
+    return picked + bad[: n - len(picked)]
+
+
+def _clip(text: str | None, limit: int = 110) -> str:
+    text = " ".join((text or "").split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def cmd_retrain(args: argparse.Namespace) -> dict:
     from .bases import check
     from .config import load_config
+    from .runs import RunPaths, new_run_id
 
-    check(load_config(args.config, args.overrides))  # one line on a bad config, before Prefect
+    config = load_config(args.config, args.overrides)
+    check(config)  # one line on a bad config, before Prefect
+    run_id = args.run_id or new_run_id(config.name)
+    _log_to(args, RunPaths(config.storage, run_id).run, f"{args.command}.log")
     from flows.retrain import retrain
 
-    return retrain(args.config, args.overrides, args.run_id)
+    return retrain(args.config, args.overrides, run_id)
 
 
 def cmd_verbalize(args: argparse.Namespace) -> dict:
@@ -263,7 +332,11 @@ def cmd_verbalize(args: argparse.Namespace) -> dict:
     if not args.registry and not (args.lm and args.classifier):
         raise UsageError("name the models: --registry URI, or --lm URI and --classifier URI")
     load_config(None, args.overrides)
-    from flows.verbalize import verbalize
+    from flows.verbalize import input_stage, verbalize
+
+    if not args.format and input_stage(args.input) is None:
+        raise UsageError(f"--format is required: {args.input} is not a stage folder")
+    _log_to(args, args.output, "verbalize.log", sub="_stages")
 
     return verbalize(
         args.input, args.format, args.output, args.registry, args.lm, args.classifier,
@@ -284,9 +357,27 @@ def cmd_evaluate(args: argparse.Namespace) -> dict:
         "read": metrics["n"],
         "written": metrics["n"],
         "quarantined": 0,
+        "records": metrics["n"],
+        "quarantined_by_reason": {},
+        "notes": {k: metrics[k] for k in ("n_failed", "n_without_references") if metrics.get(k)},
+        "shards": len(files),
+        "skipped": False,
         "metrics": evaluate.headline(metrics),
         "files": files,
     }
+
+
+# Arguments that name a location: a local path is made absolute here, once, before it reaches a
+# Prefect task, a Ray worker or an actor (which may run in another working directory).
+PATH_ARGS = ("input", "output", "registry", "lm", "classifier", "predictions")
+
+
+def _absolute_paths(args: argparse.Namespace) -> None:
+    from .paths import absolute
+
+    for name in PATH_ARGS:
+        if getattr(args, name, None):
+            setattr(args, name, absolute(getattr(args, name)))
 
 
 COMMANDS = {
@@ -325,12 +416,14 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command is None:
             raise UsageError("a command is required; see `datatuner --help`")
+        _absolute_paths(args)
         summary = COMMANDS[args.command](args)
     except (UsageError, ConfigError) as exc:
         print(f"datatuner: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except (StorageError, IngestError, RegistryError, ValueError) as exc:
-        print(f"datatuner: error: {exc}", file=sys.stderr)
+        log = os.environ.get("DATATUNER_LOG_FILE")
+        print(f"datatuner: error: {exc}" + (f" (details: {log})" if log else ""), file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:
         print("datatuner: interrupted", file=sys.stderr)
@@ -338,8 +431,9 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # a failed flow run: Prefect has logged the details above
         first = (str(exc).strip().splitlines() or [""])[0]
         command = getattr(args, "command", None) or "datatuner"
-        print(f"datatuner: error: {command} failed: {type(exc).__name__}: {first}",
-              file=sys.stderr)  # fmt: skip
+        log = os.environ.get("DATATUNER_LOG_FILE")
+        print(f"datatuner: error: {command} failed: {type(exc).__name__}: {first}"
+              + (f" (details: {log})" if log else ""), file=sys.stderr)  # fmt: skip
         return EXIT_FAILED
     print(json.dumps(summary, ensure_ascii=False))
     return 0

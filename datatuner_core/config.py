@@ -7,6 +7,7 @@ The resolved config is saved beside a run's outputs.
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Literal
 
@@ -14,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .ingest import FORMATS
+from .paths import absolute
 
 
 class ConfigError(ValueError):
@@ -25,9 +27,17 @@ class _Strict(BaseModel):
 
 
 class Splits(_Strict):
+    """Input file/folder per split; a local path is relative to the current directory and is
+    made absolute here, before it reaches a task or a Ray worker."""
+
     train: str | None = None
     validation: str | None = None
     test: str | None = None
+
+    @field_validator("train", "validation", "test")
+    @classmethod
+    def _absolute(cls, value: str | None) -> str | None:
+        return absolute(value)
 
 
 class SplitCaps(_Strict):
@@ -41,6 +51,12 @@ class DatasetConfig(_Strict):
     paths: Splits = Field(default_factory=Splits, description="input file/folder URI per split")
     max_records: SplitCaps = Field(default_factory=SplitCaps, description="caps, for quick runs")
     max_triples: int = Field(7, ge=1, description="ntriples: most triples per record")
+    holdout_categories: list[str] = Field(
+        default_factory=list,
+        description="categories whose train and validation records become split "
+        "validation_unseen: never trained on, validated on beside validation (model selection "
+        "on categories the models never saw); the test split is never changed",
+    )
 
 
 class LinearizeConfig(_Strict):
@@ -201,6 +217,11 @@ class PipelineConfig(_Strict):
     classifier: ClassifierConfig = Field(default_factory=ClassifierConfig)
     generate: GenerateConfig = Field(default_factory=GenerateConfig)
 
+    @field_validator("storage")
+    @classmethod
+    def _absolute_storage(cls, value: str) -> str:
+        return absolute(value)
+
     @field_validator("name")
     @classmethod
     def _name_is_a_path_part(cls, value: str) -> str:
@@ -225,22 +246,30 @@ def apply_override(raw: dict, assignment: str) -> None:
         node = node.setdefault(part, {})
         if not isinstance(node, dict):
             raise ConfigError(f"--set {key}: {part!r} is not a section")
-    node[parts[-1]] = yaml.safe_load(text) if text.strip() else None
+    try:
+        node[parts[-1]] = yaml.safe_load(text) if text.strip() else None
+    except yaml.YAMLError as exc:
+        problem = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ConfigError(f"--set {key}: the value is not valid YAML ({problem})") from None
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> PipelineConfig:
-    """Read a YAML config (or the embedded defaults when `path` is None) and apply overrides."""
-    raw: dict = {}
+def load_config(
+    path: str | Path | None = None, overrides: list[str] = (), base: dict | None = None
+) -> PipelineConfig:
+    """Read a YAML config (or the embedded defaults when `path` is None) and apply overrides.
+    `base`: raw keys under the file's (e.g. the generation settings a registry recorded)."""
+    raw: dict = copy.deepcopy(base or {})
     if path is not None:
         path = Path(path)
         if not path.exists():
             raise ConfigError(f"config file not found: {path}")
         try:
-            raw = yaml.safe_load(path.read_text()) or {}
+            loaded = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as exc:
             raise ConfigError(f"{path}: not valid YAML: {exc}") from None
-        if not isinstance(raw, dict):
+        if not isinstance(loaded, dict):
             raise ConfigError(f"{path}: expected a mapping at the top level")
+        raw.update(loaded)
     for assignment in overrides:
         apply_override(raw, assignment)
     try:

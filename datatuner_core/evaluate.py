@@ -320,7 +320,7 @@ def coverage_error_rate(
     records with any error. The corpus entity set is built from `rows` unless `index` is given."""
     if index is None:
         index = EntityIndex(e for row in rows for e in row.get("entities") or [])
-    missing = hallucinated = total = with_error = 0
+    missing = hallucinated = total = with_error = with_missing = 0
     for row in rows:
         entities = row.get("entities") or []
         errors = coverage_errors(text_getter(row), entities, index)
@@ -328,7 +328,13 @@ def coverage_error_rate(
         hallucinated += len(errors["hallucinated"])
         total += len(entities)
         with_error += bool(errors["missing"] or errors["hallucinated"])
+        with_missing += bool(errors["missing"])
     return {
+        # the rates a person reads (none can pass 100 %): records that miss an entity, and the
+        # missing / hallucinated entities per record
+        "records_missing_share": _ratio(with_missing, len(rows)),
+        "missing_per_record": _ratio(missing, len(rows)),
+        "hallucinated_per_record": _ratio(hallucinated, len(rows)),
         "error_rate": _ratio(missing + hallucinated, total),
         "missing_rate": _ratio(missing, total),
         "hallucination_rate": _ratio(hallucinated, total),
@@ -559,12 +565,46 @@ def evaluate_generations(
             ),
         }
     metrics["oracle"] = oracle(rows, scorer, chosen, index) if has_top else None
+    metrics["examples"] = examples(rows, index)
 
     metrics["webnlg"] = webnlg
     metrics["breakdown"] = _breakdown(rows, scorer, chosen, top, webnlg)
     for part in ("seen", "unseen"):
         metrics[part] = metrics["breakdown"].get("seen_unseen", {}).get(part)
     return metrics
+
+
+EXAMPLES = 3  # good and bad example texts in the report
+
+
+def examples(rows: Sequence[dict], index: EntityIndex | None, n: int = EXAMPLES) -> dict:
+    """A few texts a person can judge: `good` (labelled accurate, no coverage error) and `bad`
+    (a missing or hallucinated entity, or a failed generation), in input order."""
+    good, bad = [], []
+    for row in rows:
+        if len(good) >= n and len(bad) >= n:
+            break
+        errors = (
+            coverage_errors(row.get("text"), row.get("entities") or [], index)
+            if index is not None
+            else {"missing": [], "hallucinated": []}
+        )
+        item = {
+            "id": row.get("id"),
+            "data": row.get("linearized"),
+            "text": row.get("text"),
+            "label": row.get("fidelity_label"),
+            "score": row.get("fidelity_score"),
+            "reference": (row.get("references") or [None])[0],
+            "missing": errors["missing"],
+            "hallucinated": errors["hallucinated"],
+        }
+        flawed = row.get("text") is None or errors["missing"] or errors["hallucinated"]
+        if flawed and len(bad) < n:
+            bad.append(item)
+        elif not flawed and row.get("fidelity_label") in (None, "accurate") and len(good) < n:
+            good.append(item)
+    return {"good": good, "bad": bad}
 
 
 def headline(metrics: dict) -> dict:
@@ -584,6 +624,9 @@ def headline(metrics: dict) -> dict:
         "accurate_rate_top_beam": get("fidelity", "top_beam", "accurate_rate"),
         "coverage_error": get("coverage", "chosen", "error_rate"),
         "coverage_error_top_beam": get("coverage", "top_beam", "error_rate"),
+        "records_missing_share": get("coverage", "chosen", "records_missing_share"),
+        "missing_per_record": get("coverage", "chosen", "missing_per_record"),
+        "hallucinated_per_record": get("coverage", "chosen", "hallucinated_per_record"),
         "oracle_bleu": get("oracle", "bleu"),
         "oracle_coverage_error": get("oracle", "coverage_error"),
     }

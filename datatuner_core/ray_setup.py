@@ -35,3 +35,21 @@ class Once(logging.Filter):
 
 def setup_worker() -> None:
     logging.getLogger(CLEANER_LOGGER).addFilter(Once("Failed to query Ray Train Controller"))
+    pin_address()
+
+
+def pin_address() -> None:
+    """Point `RAY_ADDRESS` in this worker at the cluster it belongs to. Ray's own components in
+    a worker (the State API client of Ray Train's placement-group cleaner, for one) otherwise
+    look for "a" local cluster and fail with "Found multiple active Ray instances" when another,
+    unrelated Ray instance runs on the same machine."""
+    import os
+
+    try:
+        import ray
+
+        address = ray.get_runtime_context().gcs_address
+    except Exception:  # noqa: BLE001 - not connected: nothing to pin
+        return
+    if address:
+        os.environ["RAY_ADDRESS"] = address

@@ -63,9 +63,12 @@ def promote(
     *,
     reason: str,
     metrics: dict | None = None,
+    generate: dict | None = None,
     storage_options: dict | None = None,
 ) -> dict:
-    """Point production at `version` (atomically) and append the decision to the history."""
+    """Point production at `version` (atomically) and append the decision to the history.
+    `generate`: the generation settings the version's metrics were measured with; `verbalize
+    --registry` generates with them (a user's `--set generate.*` still wins)."""
     pointer = {
         "kind": kind,
         "version": version,
@@ -73,6 +76,7 @@ def promote(
         "promoted_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "reason": reason,
         "metrics": metrics or {},
+        **({"generate": generate} if generate else {}),
     }
     record_decision(root, kind, {**pointer, "promoted": True}, storage_options)
     storage.write_json(
@@ -91,15 +95,26 @@ def record_decision(root: str, kind: str, decision: dict, storage_options: dict 
 
 
 def register_first(
-    root: str, kind: str, version: str, metrics: dict, storage_options: dict | None = None
+    root: str,
+    kind: str,
+    version: str,
+    metrics: dict,
+    storage_options: dict | None = None,
+    generate: dict | None = None,
 ) -> dict | None:
     """Promote `version` if `kind` has no production model yet; returns the pointer if it did."""
     if production(root, kind, storage_options) is not None:
         return None
     return promote(
         root, kind, version, reason="first trained version", metrics=metrics,
-        storage_options=storage_options,
+        generate=generate, storage_options=storage_options,
     )  # fmt: skip
+
+
+def production_generate(root: str, storage_options: dict | None = None) -> dict:
+    """The generation settings recorded with the production LM at promotion ({} if none)."""
+    pointer = production(root, "lm", storage_options) or {}
+    return dict(pointer.get("generate") or {})
 
 
 def decide_promotion(candidate: dict, production: dict | None) -> dict:

@@ -38,6 +38,7 @@ import json
 import math
 import os
 import random
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -52,6 +53,7 @@ RNG_TENSORS = ("torch", "cuda")  # per-rank RNG states kept in STATE_FILE
 CARD_FILE = "training_card.json"
 JOBS_DIR = "_jobs"  # beside the models: {job fingerprint}.json → the output it trained
 NOT_KNOBS = {"log_every", "reuse"}  # TrainConfig fields that do not change the trained model
+PROGRESS_EVERY_S = 30.0  # a progress line at least this often (rank 0), besides every log_every
 UNVALIDATED = 1e30  # monitor value of mid-epoch checkpoints (never the best)
 
 
@@ -141,17 +143,24 @@ class TrainConfig:
 
 @dataclass
 class StageRows:
-    """Rows of a stage folder (optionally one split), read by each worker itself."""
+    """Rows of a stage folder (optionally one split, or several: a tuple), read by each worker
+    itself."""
 
     uri: str
-    split: str | None = None
+    split: str | tuple[str, ...] | None = None
     storage_options: dict | None = None
 
     def load(self) -> list[dict]:
         rows = []
         for batch in storage.iter_stage_batches(self.uri, self.storage_options):
-            rows.extend(r for r in batch.to_pylist() if self.split in (None, r.get("split")))
+            rows.extend(r for r in batch.to_pylist() if self.wants(r.get("split")))
         return rows
+
+    def wants(self, split: str | None) -> bool:
+        """Whether a row of `split` is one of these rows."""
+        if self.split is None:
+            return True
+        return split in self.split if isinstance(self.split, tuple) else split == self.split
 
     def fingerprint(self) -> dict:
         """The rows' identity: the stage's content hash and the split (two stages with the
@@ -339,6 +348,7 @@ class _Worker:
         # schedule horizon: the linear decay reaches zero where training stops (max_steps when it
         # comes first: a time-boxed CPU run still ends with a decayed learning rate)
         horizon = min(total, cfg.max_steps) if cfg.max_steps else total
+        self.horizon, self.last_line = horizon, time.monotonic()
         warmup = min(cfg.warmup_steps, horizon)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda s: lr_multiplier(s, warmup, horizon)
@@ -409,12 +419,18 @@ class _Worker:
         self.p.step_in_epoch += 1
         self.p.tokens += int(tokens_total)
         self.p.losses.append(loss_total / self.world)
-        if self.rank == 0 and cfg.log_every and self.p.step % cfg.log_every == 0:
+        due = self.p.step % cfg.log_every == 0 if cfg.log_every else False
+        late = cfg.log_every and time.monotonic() - self.last_line >= PROGRESS_EVERY_S
+        if self.rank == 0 and (due or late):
+            self.last_line = time.monotonic()
             rate = self.p.tokens / max(self.p.train_seconds, 1e-9)
+            per_step = self.p.train_seconds / max(self.p.step, 1)
+            left = int(max(self.horizon - self.p.step, 0) * per_step)
             print(
-                f"[{self.task.name}] epoch {self.p.epoch} step {self.p.step} "
-                f"({self.p.step_in_epoch}/{self.steps_per_epoch}) loss {self.p.losses[-1]:.4f} "
-                f"lr {self.scheduler.get_last_lr()[0]:.2e} {rate:,.0f} tokens/s",
+                f"[{self.task.name}] step {self.p.step} / {self.horizon} (epoch {self.p.epoch}, "
+                f"{self.p.step_in_epoch}/{self.steps_per_epoch}) loss {self.p.losses[-1]:.4f} "
+                f"lr {self.scheduler.get_last_lr()[0]:.2e} {rate:,.0f} tokens/s, "
+                f"ETA {left // 60}:{left % 60:02d}",
                 flush=True,
             )
         if self.p.step == cfg.fail_at_step and (self.resumed_at or 0) < cfg.fail_at_step:
@@ -572,15 +588,29 @@ def _worker_entry(args: dict) -> None:
 # ----------------------------------------------------------------------------- the driver
 
 
+LOCAL_START_TRIES = 3  # a local Ray start that times out on a busy machine is tried again
+LOCAL_START_BACKOFF_S = 5.0
+
+
+class RayStartError(RuntimeError):
+    """Ray could not be started or reached; the message says what was tried."""
+
+
 def ensure_ray(**init_kwargs) -> None:
     """`ray.init()` unless already connected; `RAY_ADDRESS` selects a cluster. A local instance
     runs its workers at normal priority (Ray's default niceness 15 starves training on a busy
     machine; `RAY_worker_niceness` set by the user wins). Every worker process of the job runs
-    `ray_setup.setup_worker` first (it quiets a warning Ray Train repeats once a second).
-    Ray Train's print patch is off unless the user sets `RAY_TRAIN_ENABLE_PRINT_PATCH`: with it,
-    a training worker's `print` goes both to its stdout and through the root logger to stderr,
-    so every progress line reached the driver twice."""
+    `ray_setup.setup_worker` first (it quiets a warning Ray Train repeats once a second, and
+    pins `RAY_ADDRESS` to this job's cluster so that nothing in a worker goes looking for "a"
+    cluster and finds another local instance). Ray Train's print patch is off unless the user
+    sets `RAY_TRAIN_ENABLE_PRINT_PATCH`: with it, a training worker's `print` goes both to its
+    stdout and through the root logger to stderr, so every progress line reached the driver
+    twice. A local start that fails (on a loaded machine Ray's node can time out during start-up)
+    is tried `LOCAL_START_TRIES` times; then one clear error. In quiet mode (`console`), Ray's
+    own output goes to the log file."""
     import ray
+
+    from . import console
 
     if ray.is_initialized():
         return
@@ -590,7 +620,29 @@ def ensure_ray(**init_kwargs) -> None:
         os.environ.setdefault("RAY_worker_niceness", "0")
     runtime_env = dict(init_kwargs.pop("runtime_env", None) or {})
     runtime_env.setdefault("worker_process_setup_hook", "datatuner_core.ray_setup.setup_worker")
-    ray.init(address=address, runtime_env=runtime_env, **init_kwargs)
+    if not console.verbose():
+        init_kwargs.setdefault("logging_level", "WARNING")
+    tries = 1 if address else LOCAL_START_TRIES
+    for attempt in range(1, tries + 1):
+        try:
+            # "local": a new instance of this job's own, never "a" cluster that happens to run
+            # on this machine (a bare `ray.init()` joins one started by `ray start`)
+            ray.init(address=address or "local", runtime_env=runtime_env, **init_kwargs)
+            break
+        except Exception as exc:  # noqa: BLE001 - Ray raises plain exceptions on start-up
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            if ray.is_initialized():
+                ray.shutdown()
+            if attempt == tries:
+                where = f"the Ray cluster at {address}" if address else "a local Ray instance"
+                raise RayStartError(
+                    f"could not start or reach {where} ({tries} tries): {first}"
+                ) from exc
+            console.write_log(f"ray.init attempt {attempt} failed: {exc!r}")
+            print(f"[datatuner] Ray start-up failed ({first}); trying again "
+                  f"({attempt + 1}/{tries})", file=sys.stderr, flush=True)  # fmt: skip
+            time.sleep(LOCAL_START_BACKOFF_S * attempt)
+    console.quiet_ray_driver()
 
 
 def data_fingerprint(rows) -> dict:

@@ -29,7 +29,8 @@ def prepare_data(config: PipelineConfig, run: RunPaths) -> dict:
         {"max_triples": data.max_triples} if data.format == "ntriples" else {},
         data.max_records.model_dump(),
     )  # fmt: skip
-    linearize_task(run.stage("records"), run.stage("linearized"), config.linearize.mode)
+    linearize_task(run.stage("records"), run.stage("linearized"), config.linearize.mode,
+                   data.holdout_categories)  # fmt: skip
     c = config.corrupt
     corrupt_task(
         run.stage("linearized"), run.stage("corruptions"), c.per_example, c.seed, c.balance
@@ -58,7 +59,10 @@ def pipeline(config_path: str | None = None, overrides: list[str] | None = None,
     generate_task(run.stage("linearized"), generations, lm, clf, config.generate, split)
     evaluation = evaluate_task(generations, run.report, f"{config.name} {run.run_id}")
     for kind in registry.KINDS:
-        registry.register_first(config.storage, kind, run.run_id, evaluation["headline"])
+        registry.register_first(
+            config.storage, kind, run.run_id, evaluation["headline"],
+            generate=config.generate.model_dump(mode="json"),
+        )  # fmt: skip
     summary = {
         "command": "run", "run_id": run.run_id, "output": run.run,
         "read": records["counts"]["read"], "written": records["counts"]["written"],

@@ -41,7 +41,8 @@ def retrain(config_path: str | None = None, overrides: list[str] | None = None,
     for kind in registry.KINDS:
         if decision["promote"]:
             registry.promote(config.storage, kind, run.run_id, reason=decision["reason"],
-                             metrics=candidate)  # fmt: skip
+                             metrics=candidate,
+                             generate=config.generate.model_dump(mode="json"))  # fmt: skip
         else:
             registry.record_decision(config.storage, kind, {**decision, "version": run.run_id})
     get_run_logger().info("promotion: %s (%s)", decision["promote"], decision["reason"])

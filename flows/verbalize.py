@@ -1,6 +1,8 @@
 """Bulk verbalization: any ingestable input (a KG dump, a dataset, JSONL) → generations with
 fidelity scores, by the production models or the ones named. Intermediate stages live under
-`{output}/_stages/` (skipped by Parquet readers of the output folder)."""
+`{output}/_stages/` (skipped by Parquet readers of the output folder). The input may also be a
+stage this pipeline wrote: a records stage (from `ingest`) is linearized, a linearized stage is
+generated from directly."""
 
 from __future__ import annotations
 
@@ -8,7 +10,12 @@ from prefect import flow
 
 from datatuner_core import registry, storage
 from datatuner_core.config import load_config
+from datatuner_core.paths import absolute
 from tasks.stages import generate_task, ingest_task, linearize_task
+
+# The stages `verbalize --input` takes, by the manifest's `stage`: a records stage (`ingest`) or a
+# linearized one (`linearize`).
+STAGE_INPUTS = {"ingest": "records", "linearize": "linearized"}
 
 
 def resolve_models(root: str | None, lm: str | None, classifier: str | None) -> tuple[str, str]:
@@ -23,24 +30,59 @@ def resolve_models(root: str | None, lm: str | None, classifier: str | None) -> 
     )
 
 
+def input_stage(uri: str) -> dict | None:
+    """The manifest when `uri` is a records or linearized stage folder, else None (raw files)."""
+    manifest = storage.read_json(storage.join_uri(uri, storage.MANIFEST), missing_ok=True)
+    if manifest is None:
+        return None
+    if manifest.get("stage") not in STAGE_INPUTS:
+        raise ValueError(
+            f"{uri} is a {manifest.get('stage')!r} stage; verbalize takes raw input files or a "
+            f"{' or '.join(STAGE_INPUTS.values())} stage"
+        )
+    return manifest
+
+
 @flow(name="verbalize")
-def verbalize(input_uri: str, fmt: str, output: str, registry_uri: str | None = None,
+def verbalize(input_uri: str, fmt: str | None, output: str, registry_uri: str | None = None,
               lm: str | None = None, classifier: str | None = None,
               overrides: list[str] | None = None) -> dict:  # fmt: skip
-    """Texts and fidelity scores for every record of `input_uri`, written to `output`."""
-    config = load_config(None, overrides or [])
+    """Texts and fidelity scores for every record of `input_uri`, written to `output`.
+
+    With `registry_uri`, generation uses the settings the production pair was evaluated with
+    (recorded at promotion); `overrides` (`generate.beams=3`, …) win over them."""
+    input_uri, output = absolute(input_uri), absolute(output)
+    registry_uri, lm, classifier = absolute(registry_uri), absolute(lm), absolute(classifier)
+    recorded = registry.production_generate(registry_uri) if registry_uri else {}
+    config = load_config(None, overrides or [], base={"generate": recorded} if recorded else None)
     lm, classifier = resolve_models(registry_uri, lm, classifier)
     work = storage.join_uri(output, "_stages")
-    options = {"max_triples": config.dataset.max_triples} if fmt == "ntriples" else {}
-    records = ingest_task(fmt, {"all": input_uri}, storage.join_uri(work, "records"), options, {})
-    lin = storage.join_uri(work, "linearized")
-    linearize_task(storage.join_uri(work, "records"), lin, config.linearize.mode)
+    stage = input_stage(input_uri)
+    if stage is None:
+        if not fmt:
+            raise ValueError(f"{input_uri} is not a stage folder: give its --format")
+        options = {"max_triples": config.dataset.max_triples} if fmt == "ntriples" else {}
+        records_uri = storage.join_uri(work, "records")
+        records = ingest_task(fmt, {"all": input_uri}, records_uri, options, {})
+    else:
+        records_uri, records = input_uri, stage  # the given stage stands for the records
+    if stage is not None and stage["stage"] == "linearize":
+        lin = input_uri
+    else:
+        lin = storage.join_uri(work, "linearized")
+        linearize_task(records_uri, lin, config.linearize.mode)
     generated = generate_task(lin, output, lm, classifier, config.generate, None)
+    counts = generated["counts"]
     return {
         "command": "verbalize", "output": output,
         "read": records["counts"]["read"], "written": records["counts"]["written"],
         "quarantined": records["counts"]["quarantined"],
-        "generations": generated["counts"]["written"],
-        "generation_errors": generated["counts"]["notes"].get("generation_errors", 0),
+        "records": counts["records"],
+        "quarantined_by_reason": records["counts"]["quarantined_by_reason"],
+        "notes": {**records["counts"]["notes"], **counts["notes"]},
+        "shards": len(generated["files"]), "skipped": bool(generated.get("skipped")),
+        "generations": counts["written"],
+        "generation_errors": counts["notes"].get("generation_errors", 0),
         "models": {"lm": lm, "classifier": classifier},
+        "generate": config.generate.model_dump(mode="json"),
     }  # fmt: skip

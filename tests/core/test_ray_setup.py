@@ -76,3 +76,41 @@ ray.shutdown()
 """
     _run_driver(script, tmp_path, timeout=300)
     assert (tmp_path / "print.txt").read_text() == "builtins.print"
+
+
+def test_a_local_start_that_times_out_is_tried_again_then_fails_with_one_line(monkeypatch, capsys):
+    """On a loaded machine Ray's node can time out during start-up: `ensure_ray` tries a local
+    start three times (with its own instance, `address="local"`), then raises one clear error.
+    `ray.init` is replaced to raise Ray's own start-up message."""
+    import pytest
+    import ray
+
+    from datatuner_core import training
+
+    calls = []
+
+    def failing_init(address=None, **kwargs):
+        calls.append(address)
+        if len(calls) < 3:
+            raise Exception("The current node timed out during startup. This could happen ...")
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setattr(training, "LOCAL_START_BACKOFF_S", 0.0)
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", failing_init)
+    monkeypatch.setattr(ray, "shutdown", lambda: None)
+    training.ensure_ray()  # the third try succeeds
+    assert calls == ["local", "local", "local"]
+    assert capsys.readouterr().err.count("Ray start-up failed (The current node timed out") == 2
+
+    calls.clear()
+    monkeypatch.setattr(ray, "init", lambda address=None, **kw: (calls.append(address), 1 / 0))
+    with pytest.raises(training.RayStartError, match=r"local Ray instance \(3 tries\): division"):
+        training.ensure_ray()
+    assert len(calls) == 3
+
+    calls.clear()  # a given cluster address is tried once: it is the user's, not ours to restart
+    monkeypatch.setenv("RAY_ADDRESS", "ray://nowhere:10001")
+    with pytest.raises(training.RayStartError, match="ray://nowhere:10001"):
+        training.ensure_ray()
+    assert calls == ["ray://nowhere:10001"]

@@ -87,11 +87,30 @@ def test_write_report_files_and_content(metrics, tmp_path, where):
     assert f"| chrF | {metrics['chrf']:.2f} |" in text
     assert f"| BLEU (lowercased) | {metrics['bleu_lowercase']:.2f} |" in text
     assert "| accurate | 1 | 50.0% | 0 | 0.0% |" in text  # reranked vs top beam
-    top_cov = metrics["coverage"]["top_beam"]["error_rate"]
-    assert f"| top beam | {100 * top_cov:.1f}% |" in text and "| reranked | 0.0% |" in text
+    top_cov = metrics["coverage"]["top_beam"]
+    missing_share, per_record = top_cov["records_missing_share"], top_cov["missing_per_record"]
+    assert f"| top beam | {100 * missing_share:.1f}% | {per_record:.2f} |" in text
+    assert "| reranked | 0.0% | 0.00 | 0.00 | 0.0% |" in text
+    assert "FC" not in text.split("BLEU: sacrebleu")[0]  # system names in words, above the notes
+    # example texts: the chosen texts here state every entity, so only good ones
+    assert [g["id"] for g in metrics["examples"]["good"]] == ["a"]  # b is not labelled accurate
+    assert "  - **text** Aarhus Airport is in Tirstrup." in text
+    assert "### Texts with a flaw" not in text
     assert "### By category" in text and "| Airport | 1 |" in text
     assert "![bleu_by_size](bleu_by_size.png)" in text
     assert "| run_id | `r1` |" in text
+
+
+def test_examples_name_the_flaw_of_a_bad_text(tmp_path):
+    rows = [dict(ROWS[0], text="Aarhus Airport is an airport.", fidelity_label="accurate"),
+            dict(ROWS[1], text=None, fidelity_label=None, fidelity_score=None)]  # fmt: skip
+    metrics = ev.evaluate_generations(rows)
+    assert [b["id"] for b in metrics["examples"]["bad"]] == ["a", "b"]
+    assert metrics["examples"]["good"] == []
+    assert metrics["coverage"]["chosen"]["records_missing_share"] == 1.0
+    text = report.render_markdown(metrics, "t").decode()
+    assert "verdict: accurate, P(accurate) 0.90; missing: Tirstrup" in text
+    assert "**text** (generation failed)" in text
 
 
 def test_write_report_without_optional_parts(tmp_path):
@@ -100,5 +119,5 @@ def test_write_report_without_optional_parts(tmp_path):
     written = report.write_report(metrics, str(tmp_path), title="plain")
     assert [u.rsplit("/", 1)[-1] for u in written] == ["metrics.json", "report.md"]
     text = (tmp_path / "report.md").read_text()
-    assert "| BLEU (all) |" in text and "Plots" not in text and "Coverage" not in text
+    assert "| BLEU (all) |" in text and "Plots" not in text and "every fact" not in text
     assert json.loads((tmp_path / "metrics.json").read_text()) == json.loads(json.dumps(metrics))
