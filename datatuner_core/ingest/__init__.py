@@ -91,7 +91,10 @@ def ingest(
     records take the split they are listed under. `max_records` caps records per split, for quick
     runs: the rest of a capped split is not read (`notes.capped_splits` lists them). A stage
     already at `output_uri` made from the same inputs and options is kept as it is (its manifest
-    is returned with `skipped: true`) unless `force`.
+    is returned with `skipped: true`) unless `force`. Records whose id an earlier record of this
+    ingest has are kept and counted in `notes.duplicate_ids` (ids compared by 64-bit hash; not
+    for formats whose ids are unique by construction, `IDS_UNIQUE`); such notes are warned once.
+    Limits on input units and values: `limits`.
     """
     from .. import storage
     from ..schema import RECORDS

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import collections
 import gzip
+import random
 
 import pytest
 
 from datatuner_core import storage
-from datatuner_core.ingest import ingest, limits, xml_entries
+from datatuner_core.ingest import ingest, limits, webnlg, xml_entries
 
 # ../shared/data/README.md, section 1.
 ENTRIES = {"train": 6940, "validation": 872, "test": 1862}
@@ -276,3 +277,30 @@ def test_an_entry_over_the_limit_is_quarantined_without_being_built(tmp_path, mo
         ("in.xml:10", "reference longer than 1000 characters (1199)"),
     ]
     assert bad[0]["raw"].startswith('<entry category="X" eid="Id2"')
+
+
+def test_never_crashes_on_mutated_xml(tmp_path, monkeypatch):
+    """Random damage to a WebNLG file (bytes cut, tags, comments, CDATA, entities inserted), read
+    in small chunks: every entry found is one item, and nothing raises."""
+    body = (
+        "<?xml version='1.0'?>\n<benchmark><entries>\n"
+        + "".join(_entry(f"Id{i}", text=f"Text {i} &amp; more.") for i in range(12))
+        + "</entries></benchmark>\n"
+    ).encode()
+    inserts = [b"<", b">", b"&", b"]]>", b"<!--", b"-->", b"<entry>", b"</entry>", b"\xff"]
+    inserts += [b"<![CDATA[", b"<?x", b"<!DOCTYPE x [<!ENTITY a 'b'>]>"]
+    monkeypatch.setattr(xml_entries, "CHUNK", 37)
+    path = tmp_path / "in.xml"
+    for seed in range(150):
+        rng = random.Random(seed)
+        data = bytearray(body)
+        for _ in range(rng.randint(1, 5)):
+            pos = rng.randrange(len(data))
+            if rng.random() < 0.5:
+                data[pos:pos] = rng.choice(inserts)
+            else:
+                del data[pos : pos + rng.randint(1, 30)]
+        path.write_bytes(bytes(data))
+        items = list(webnlg.read([str(path)], str(path), None, {}))
+        entries = [i for i in items if i.units == 1 and (i.record or i.quarantine)]
+        assert sum(i.units for i in items) == len(entries)
