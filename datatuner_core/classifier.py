@@ -755,7 +755,7 @@ def train_classifier(
     shape: tuple[int, int, int] | None = None,
     vocab_size: int = 8192,
     train_split: str = "train",
-    eval_split: str = "validation",
+    eval_split: str | tuple[str, ...] | None = None,
     storage_options: dict | None = None,
     run_dir: str | None = None,
     max_failures: int = 0,
@@ -766,8 +766,14 @@ def train_classifier(
     `eval_split`) through Ray Train, then evaluate the saved model on `eval_split` and write
     `eval.json` + `eval_report.md` beside it. `output_uri` is a version folder
     (`registry.version_uri(root, "classifier", version)`). `config`: a `ClassifierConfig`
-    (or dict). Returns the training card with `eval` (the held-out metrics) added."""
+    (or dict). Returns the training card with `eval` (the held-out metrics) added.
+    `eval_split` None: `validation`, with `validation_unseen` beside it when the stage has pairs
+    of held-out categories (`linearize.validation_splits`)."""
     started = time.time()
+    if eval_split is None:
+        stats = storage.read_manifest(corruptions_uri, storage_options).get("extra") or {}
+        totals = {k: v.get("total", 0) for k, v in (stats.get("pairs") or {}).items()}
+        eval_split = lin.validation_splits(totals)
     options = config.model_dump() if hasattr(config, "model_dump") else dict(config or {})
     base = options.get("base", "scratch:tiny")
     max_length = int(options.get("max_length", 256))
@@ -808,9 +814,10 @@ def train_classifier(
         metrics = evaluate_classifier(
             output_uri, val_source.load(), storage_options=storage_options
         )
-    metrics["split"] = eval_split
+    metrics["split"] = eval_split if isinstance(eval_split, str) else "+".join(eval_split)
     storage.write_json(storage.join_uri(output_uri, EVAL_FILE), metrics, storage_options)
-    report = f"# Fidelity classifier — held-out `{eval_split}` split\n\n{format_report(metrics)}"
+    title = f"# Fidelity classifier — held-out `{metrics['split']}` split"
+    report = f"{title}\n\n{format_report(metrics)}"
     storage.write_bytes(storage.join_uri(output_uri, REPORT_FILE), report.encode(), storage_options)
     return {**card, "eval": metrics, "total_seconds": round(time.time() - started, 3)}
 

@@ -601,21 +601,27 @@ def corrupt(
     per_example: int = 5,
     seed: int = 13,
     balance: str = "upsample",
-    splits: tuple[str, ...] = ("train", "validation"),
+    splits: tuple[str, ...] = ("train", "validation", "validation_unseen"),
     storage_options: dict | None = None,
     force: bool = False,
 ) -> dict:
     """The corruption stage: labelled pairs for the records of `splits` of a linearized stage.
 
     The train split is balanced with `balance` (it is held in memory for that: one row per pair);
-    the other splits stay as the rules give them, as the classifier's held-out set. A record
+    the other splits stay as the rules give them, as the classifier's held-out set
+    (`validation_unseen`: the records of held-out categories, see `linearize`). A record
     without a reference text cannot give a pair and is quarantined. Returns the manifest.
     """
     from . import storage
+    from .linearize import UNSEEN_SPLIT
     from .schema import CORRUPTIONS, make_quarantine
 
     source = storage.read_manifest(linearized_uri, storage_options)
     inputs = [{"uri": linearized_uri, "fingerprint": source["fingerprint"]}]
+    # a split the linearized stage does not have is left out (and out of the fingerprint, so a
+    # stage made before held-out categories existed stays current)
+    present = (source.get("extra") or {}).get("splits") or {}
+    splits = tuple(s for s in splits if s != UNSEEN_SPLIT or present.get(s))
     config = {"per_example": per_example, "seed": seed, "balance": balance, "splits": splits}
     fp = storage.fingerprint("corrupt", inputs, config, storage.code_version())
     if not force and (done := storage.current_manifest(output_uri, fp, storage_options)):

@@ -14,12 +14,19 @@ entities a faithful text must convey, the special-token vocabulary, and the stat
 
 The special-token vocabulary is taken from the training split only (never from test), in a
 deterministic order: the four base tokens, then the rest sorted.
+
+Held-out categories (`dataset.holdout_categories`): the train and validation records of those
+categories get the split `validation_unseen`, so no model trains on them and their special
+tokens stay out of the vocabulary, as an unseen category's are at test time; checkpoint
+selection validates on `validation` and `validation_unseen` together (`validation_splits`).
+The test split is never changed.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Collection, Iterable
+import sys
+from collections.abc import Collection, Iterable, Mapping
 
 from . import storage
 from .schema import LINEARIZED, make_quarantine
@@ -31,6 +38,8 @@ MODES = ("fine", "coarse")
 _CAMEL = re.compile(r"(?<=[a-z])(?=[A-Z])")
 _SPACE = re.compile(r"[\s_]+")
 _BOOLEAN = {"yes", "no", "true", "false"}
+UNSEEN_SPLIT = "validation_unseen"  # train/validation records of held-out categories
+HELD_FROM = ("train", "validation")  # the splits whose held-out categories move to UNSEEN_SPLIT
 
 
 def clean_value(value: str) -> str:
@@ -137,6 +146,23 @@ def state_ids(
     return out
 
 
+def holdout_split(record: dict, holdout: Collection[str]) -> str:
+    """The record's split: `validation_unseen` for a train or validation record of a held-out
+    category, else its own."""
+    split = record.get("split")
+    if holdout and split in HELD_FROM and record.get("category") in holdout:
+        return UNSEEN_SPLIT
+    return split
+
+
+def validation_splits(splits: Mapping[str, int] | Iterable[str]) -> str | tuple[str, ...]:
+    """The splits that select checkpoints, given a stage's splits (names, or counts by name):
+    `validation`, and `validation_unseen` beside it when the stage has rows of it. A plain
+    `"validation"` otherwise, so a stage without held-out categories trains as before."""
+    counts = splits if isinstance(splits, Mapping) else dict.fromkeys(splits, 1)
+    return ("validation", UNSEEN_SPLIT) if counts.get(UNSEEN_SPLIT) else "validation"
+
+
 def linearize_record(record: dict) -> tuple[dict, list[str]]:
     """A `linearized` row from a `records` row, and the special tokens it uses."""
     text, entities, tokens = linearize_data(record["data"])
@@ -148,17 +174,21 @@ def linearize(
     output_uri: str,
     *,
     mode: str = "fine",
+    holdout_categories: Collection[str] = (),
     storage_options: dict | None = None,
     shard_bytes: int = storage.DEFAULT_SHARD_BYTES,
     force: bool = False,
 ) -> dict:
     """Linearize a records stage into a linearized stage. Returns the manifest, whose `extra`
-    holds the special-token vocabulary (from the train split, or every row if there is none)."""
+    holds the special-token vocabulary (from the train split, or every row if there is none)
+    and the split counts. `holdout_categories`: train and validation records of these
+    categories become split `validation_unseen` (`extra.held_out`: records moved, by category)."""
     if mode not in MODES:
         raise ValueError(f"unknown linearize mode {mode!r}; choose one of {', '.join(MODES)}")
+    holdout = sorted(set(holdout_categories))
     source = storage.read_manifest(records_uri, storage_options)
     inputs = [{"uri": records_uri, "fingerprint": source["fingerprint"]}]
-    config = {"mode": mode}
+    config = {"mode": mode, **({"holdout_categories": holdout} if holdout else {})}
     fp = storage.fingerprint("linearize", inputs, config, storage.code_version())
     if not force and (done := storage.current_manifest(output_uri, fp, storage_options)):
         return {**done, "skipped": True}
@@ -171,9 +201,13 @@ def linearize(
         storage_options=storage_options,
     )
     train_tokens, all_tokens, splits = set(), set(), {}
+    held_out = dict.fromkeys(holdout, 0)
     for batch in storage.iter_stage_batches(records_uri, storage_options):
         for record in batch.to_pylist():
             writer.stats.read += 1
+            if (split := holdout_split(record, holdout)) != record.get("split"):
+                record = {**record, "split": split}
+                held_out[record["category"]] += 1
             try:
                 row, tokens = linearize_record(record)
             except (ValueError, KeyError, TypeError) as exc:
@@ -189,11 +223,19 @@ def linearize(
             splits[row["split"]] = splits.get(row["split"], 0) + 1
             if row["split"] == "train":
                 train_tokens.update(tokens)
+    if holdout and not splits.get("train") and any(held_out.values()):
+        raise ValueError(
+            f"{records_uri}: holdout_categories {holdout} leave no train record to learn from"
+        )
+    if absent := [c for c, n in held_out.items() if not n]:
+        print(f"[linearize] holdout_categories not found in the train or validation records: "
+              f"{', '.join(absent)}", file=sys.stderr, flush=True)  # fmt: skip
     vocab_split = "train" if train_tokens else "all"
     extra = {
         "mode": mode,
         "special_tokens": special_vocabulary(train_tokens or all_tokens),
         "vocabulary_split": vocab_split,
         "splits": dict(sorted(splits.items())),
+        **({"held_out": held_out} if holdout else {}),
     }
     return writer.commit(inputs=inputs, fingerprint=fp, config=config, extra=extra)

@@ -277,8 +277,10 @@ class LMTask(TrainTask):
 
 def train_lm(config, linearized_uri: str, special_tokens: list[str], output_uri: str) -> dict:
     """The LM stage: build the tokenizer (a scratch BPE on the train split's data and texts),
-    train through Ray Train on the train split, validate on the validation split, and write the
+    train through Ray Train on the train split, validate on the validation split (and
+    `validation_unseen`, the held-out categories, when there is one), and write the
     best model + training card to `output_uri`. `config`: a PipelineConfig. Returns the card."""
+    from . import storage
     from .tokenizer import build_tokenizer
     from .training import StageRows, train_with_ray
 
@@ -295,5 +297,7 @@ def train_lm(config, linearized_uri: str, special_tokens: list[str], output_uri:
         freeze_layers=config.lm.freeze_layers,
         freeze_embeddings=config.lm.freeze_embeddings,
     )
-    validation = StageRows(linearized_uri, "validation")
+    # checkpoints are chosen on the validation split and the held-out categories' records
+    splits = storage.read_manifest(linearized_uri).get("extra", {}).get("splits") or {}
+    validation = StageRows(linearized_uri, lin.validation_splits(splits))
     return train_with_ray(task, train, validation, config.lm, output_uri)

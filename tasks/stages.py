@@ -67,11 +67,12 @@ def ingest_task(fmt: str, paths: dict, output: str, options: dict, max_records: 
 
 
 @io_task
-def linearize_task(records: str, output: str, mode: str) -> dict:
-    """Linearize a records stage."""
+def linearize_task(records: str, output: str, mode: str, holdout_categories=()) -> dict:
+    """Linearize a records stage (held-out categories → `validation_unseen`)."""
     from datatuner_core.linearize import linearize
 
-    return _publish("linearize", linearize(records, output, mode=mode))
+    manifest = linearize(records, output, mode=mode, holdout_categories=holdout_categories)
+    return _publish("linearize", manifest)
 
 
 @io_task
