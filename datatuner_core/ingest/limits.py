@@ -18,10 +18,10 @@ import re
 
 from ..schema import MAX_VALUE_CHARS, BadInput, make_record
 
-MAX_UNIT_BYTES = 4 * 1024 * 1024
-MAX_REFERENCE_CHARS = 20_000
-MAX_JSON_DEPTH = 32
-MAX_CSV_ROW_LINES = 50
+MAX_UNIT_BYTES = 4 * 1024 * 1024  # bytes: one line, CSV row or XML entry
+MAX_REFERENCE_CHARS = 20_000  # characters: one reference text
+MAX_JSON_DEPTH = 32  # levels of [ and { in one JSONL line
+MAX_CSV_ROW_LINES = 50  # physical lines: one CSV row
 
 _STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.S)  # a JSON string
 _NOT_BRACKET = re.compile(rb"[^\[\]{}]+")
