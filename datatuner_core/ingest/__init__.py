@@ -145,8 +145,11 @@ WARN_NOTES = ("duplicate_ids", "xml_errors_outside_entries", "xml_files_without_
 
 
 def _note_duplicate(seen: set, item: Item) -> None:
-    """Count a record whose id an earlier record of this ingest has (both are kept)."""
-    key = hash(item.record["id"])
+    """Count a record whose id an earlier record of the same split has (both are kept). The
+    splits of a dataset are read from folders of their own, whose file names repeat (WebNLG's
+    `train/1triples/Airport.xml#Id1` and `dev/1triples/Airport.xml#Id1` are both
+    `1triples/Airport.xml#Id1`): a record is named by its split and id."""
+    key = hash((item.record["split"], item.record["id"]))
     if key in seen:
         item.notes = {**(item.notes or {}), "duplicate_ids": 1}
     else:
