@@ -47,6 +47,9 @@ def test_help_lists_commands():
         (["ingest", "--format", "ntriples", "--input", "x", "--output", "y", "--max-triples", "0"],
          "must be at least 1"),
         (["frobnicate"], "invalid choice: 'frobnicate'"),
+        (["run", "--set", "lm.epochs=[1"], "--set lm.epochs: the value is not valid YAML"),
+        (["verbalize", "--input", "x.jsonl", "--output", "o", "--lm", "a", "--classifier", "b"],
+         "--format is required"),
     ],
 )  # fmt: skip
 def test_bad_arguments_exit_2_with_one_line(args, message):
