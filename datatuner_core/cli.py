@@ -399,6 +399,19 @@ def _prefect_defaults() -> None:
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
 
+def _stop_prefect_server() -> None:
+    """Stop Prefect's temporary local API server now (it would log its own stop line at exit,
+    after ours): the summary, or the error line, ends the output."""
+    server = sys.modules.get("prefect.server.api.server")
+    if server is None:
+        return
+    try:
+        for instance in list(server.SubprocessASGIServer._instances.values()):
+            instance.stop()
+    except Exception:  # noqa: BLE001 - it stops at exit anyway
+        pass
+
+
 def main(argv: list[str] | None = None) -> int:
     from .config import ConfigError
     from .ingest import IngestError
@@ -417,7 +430,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.command is None:
             raise UsageError("a command is required; see `datatuner --help`")
         _absolute_paths(args)
-        summary = COMMANDS[args.command](args)
+        try:
+            summary = COMMANDS[args.command](args)
+        finally:
+            _stop_prefect_server()
     except (UsageError, ConfigError) as exc:
         print(f"datatuner: error: {exc}", file=sys.stderr)
         return EXIT_USAGE

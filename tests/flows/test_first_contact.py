@@ -118,7 +118,6 @@ def test_relative_paths_from_another_directory_beside_an_unrelated_ray(tmp_path)
     root = work / "store"
     assert summary["generations"] == str(root / "runs" / "r1" / "generations")
     assert summary["metrics"]["n"] == 24
-    assert storage.read_manifest(str(root / "models" / "lm" / "r1"), None) is None or True
     assert (root / "models" / "lm" / "r1" / "model.safetensors").exists()
     assert (root / "models" / "classifier" / "r1" / "model.safetensors").exists()
 
