@@ -32,6 +32,9 @@ def resolve_models(root: str | None, lm: str | None, classifier: str | None) -> 
 
 def input_stage(uri: str) -> dict | None:
     """The manifest when `uri` is a records or linearized stage folder, else None (raw files)."""
+    loc = storage.locate(uri)
+    if loc.fs.isfile(loc.path):
+        return None  # a file: raw input
     manifest = storage.read_json(storage.join_uri(uri, storage.MANIFEST), missing_ok=True)
     if manifest is None:
         return None
