@@ -47,6 +47,7 @@ def configure(log_path: str | None, *, be_verbose: bool) -> None:
         os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
         os.environ.setdefault("TQDM_DISABLE", "1")  # transformers' "Writing model shards" bars
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # load reports, init notes
     if log_path:
         os.makedirs(os.path.dirname(log_path) or ".", exist_ok=True)
         os.environ[LOG_ENV] = log_path
@@ -82,12 +83,15 @@ def quiet_ray_driver() -> None:
     (warnings still show), and worker output goes to the log file except progress lines."""
     if verbose():
         return
+    import ray.data  # noqa: F401 - Ray Data sets up its loggers on import: adjust them after
+
     handler = _file_handler()
     for name in RAY_LOGGERS:
         logger = logging.getLogger(name)
         for h in list(logger.handlers):
             if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler):
-                h.setLevel(logging.WARNING)
+                # Ray Data's warnings are about its own knobs (progress bars, filters): the log
+                h.setLevel(logging.ERROR if name == "ray.data" else logging.WARNING)
         if handler is not None and handler not in logger.handlers:
             logger.addHandler(handler)
     try:  # Ray's log monitor hands worker lines to this dispatcher (ray._private.worker)

@@ -443,7 +443,9 @@ def _rows_of(table_or_rows: pa.Table | Sequence[dict]) -> list[dict]:
     if isinstance(table_or_rows, pa.Table):
         table = table_or_rows
         names = set(table.column_names)
-        cols = {c: table.column(c) for c in (*_COLUMNS, "category", "id") if c in names}
+        cols = {
+            c: table.column(c) for c in (*_COLUMNS, "category", "id", "linearized") if c in names
+        }
         if "candidates" in cols:
             cols["candidate_texts"] = _candidate_texts(cols["candidates"])
             cols["candidates"] = pc.list_slice(cols["candidates"], 0, 1)

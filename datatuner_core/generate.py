@@ -447,7 +447,9 @@ def generate_stage(
     blocks = max(1, min(10_000, -(-total // (batch_size * 4))))
     ds = _read_parquet(files, storage_options)
     if split is not None:
-        ds = ds.filter(lambda row: row["split"] == split)
+        from ray.data.expressions import col
+
+        ds = ds.filter(expr=col("split") == split)  # a predicate Ray Data pushes down
     if max_records is not None:
         ds = ds.limit(max_records)
     if length_sort:
