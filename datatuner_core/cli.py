@@ -8,6 +8,7 @@ Progress goes to stderr. Heavy libraries are imported inside the commands, so `-
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
 import sys
@@ -399,17 +400,22 @@ def _prefect_defaults() -> None:
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
 
-def _stop_prefect_server() -> None:
-    """Stop Prefect's temporary local API server now (it would log its own stop line at exit,
-    after ours): the summary, or the error line, ends the output."""
+_LAST_LINES: list[str] = []  # printed at exit, after Prefect's temporary server has stopped
+
+
+def _print_last_lines() -> None:
+    for line in _LAST_LINES:
+        print(line, file=sys.stderr, flush=True)
+
+
+def _error(message: str) -> None:
+    """Print the error line; while Prefect's temporary API server runs (it logs its own stop line
+    at exit), print it at exit instead, so that it ends the output."""
     server = sys.modules.get("prefect.server.api.server")
-    if server is None:
-        return
-    try:
-        for instance in list(server.SubprocessASGIServer._instances.values()):
-            instance.stop()
-    except Exception:  # noqa: BLE001 - it stops at exit anyway
-        pass
+    if server is not None and getattr(server.SubprocessASGIServer, "_instances", None):
+        _LAST_LINES.append(message)
+    else:
+        print(message, file=sys.stderr, flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -419,6 +425,7 @@ def main(argv: list[str] | None = None) -> int:
     from .storage import StorageError
 
     _prefect_defaults()
+    atexit.register(_print_last_lines)  # before any Prefect server: runs after its stop line
     args = None
     try:
         args = build_parser().parse_args(argv)
@@ -430,16 +437,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.command is None:
             raise UsageError("a command is required; see `datatuner --help`")
         _absolute_paths(args)
-        try:
-            summary = COMMANDS[args.command](args)
-        finally:
-            _stop_prefect_server()
+        summary = COMMANDS[args.command](args)
     except (UsageError, ConfigError) as exc:
         print(f"datatuner: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except (StorageError, IngestError, RegistryError, ValueError) as exc:
         log = os.environ.get("DATATUNER_LOG_FILE")
-        print(f"datatuner: error: {exc}" + (f" (details: {log})" if log else ""), file=sys.stderr)
+        _error(f"datatuner: error: {exc}" + (f" (details: {log})" if log else ""))
         return EXIT_FAILED
     except KeyboardInterrupt:
         print("datatuner: interrupted", file=sys.stderr)
@@ -448,8 +452,8 @@ def main(argv: list[str] | None = None) -> int:
         first = (str(exc).strip().splitlines() or [""])[0]
         command = getattr(args, "command", None) or "datatuner"
         log = os.environ.get("DATATUNER_LOG_FILE")
-        print(f"datatuner: error: {command} failed: {type(exc).__name__}: {first}"
-              + (f" (details: {log})" if log else ""), file=sys.stderr)  # fmt: skip
+        _error(f"datatuner: error: {command} failed: {type(exc).__name__}: {first}"
+               + (f" (details: {log})" if log else ""))  # fmt: skip
         return EXIT_FAILED
     print(json.dumps(summary, ensure_ascii=False))
     return 0

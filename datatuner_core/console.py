@@ -94,6 +94,7 @@ def quiet_ray_driver() -> None:
                 h.setLevel(logging.ERROR if name == "ray.data" else logging.WARNING)
         if handler is not None and handler not in logger.handlers:
             logger.addHandler(handler)
+    _ray_warnings_to_log()
     try:  # Ray's log monitor hands worker lines to this dispatcher (ray._private.worker)
         from ray._private.worker import global_worker_stdstream_dispatcher as dispatcher
 
@@ -101,6 +102,24 @@ def quiet_ray_driver() -> None:
         dispatcher.add_handler("ray_print_logs", _worker_lines)
     except Exception as exc:  # noqa: BLE001 - a Ray without this hook prints as before
         write_log(f"console: cannot filter Ray worker output ({exc!r})")
+
+
+def _ray_warnings_to_log() -> None:
+    """Python warnings raised inside Ray's own code (its tuning hints) go to the log file."""
+    import warnings
+
+    shown = warnings.showwarning
+    if getattr(shown, "_datatuner", False):
+        return
+
+    def showwarning(message, category, filename, lineno, file=None, line=None):
+        if f"{os.sep}ray{os.sep}" in str(filename) and log_file():
+            write_log(f"{filename}:{lineno}: {category.__name__}: {message}")
+        else:
+            shown(message, category, filename, lineno, file, line)
+
+    showwarning._datatuner = True
+    warnings.showwarning = showwarning
 
 
 def _worker_lines(data: dict) -> None:
