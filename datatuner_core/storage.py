@@ -617,6 +617,17 @@ class StageLock:
         )
 
 
+def _release_later(lock: StageLock) -> None:
+    """Release the lock of a writer that was dropped without commit or abort. The garbage
+    collector may run this on any thread, the fsspec event loop's included, where a blocking
+    store call (or waiting for `_GUARD`, held by a thread that waits on that loop) would
+    deadlock: so it runs on a thread of its own (directly when the interpreter exits)."""
+    if sys.is_finalizing():
+        lock.release()
+        return
+    threading.Thread(target=lock.release, daemon=True, name=f"release {lock.loc.uri}").start()
+
+
 def _lock_wait_s() -> float:
     try:
         return float(os.environ.get("DATATUNER_LOCK_WAIT_S", "0"))
@@ -654,7 +665,7 @@ class StageWriter:
         self.lock = StageLock(self.loc, stage)
         self.lock.writer = weakref.ref(self)
         self._prepare(_lock_wait_s() if lock_wait_s is None else lock_wait_s)
-        weakref.finalize(self, self.lock.release)
+        weakref.finalize(self, _release_later, self.lock)
         self.stats = StageStats()
         self.started = time.time()
         prefix = f"part-{self.attempt}-"
