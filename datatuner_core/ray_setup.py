@@ -47,7 +47,10 @@ def pin_address() -> None:
 
     try:
         import ray
+        from ray._private.worker import WORKER_MODE, global_worker
 
+        if not ray.is_initialized() or global_worker.mode != WORKER_MODE:
+            return  # a driver: its own RAY_ADDRESS (or none) is the user's choice
         address = ray.get_runtime_context().gcs_address
     except Exception:  # noqa: BLE001 - not connected: nothing to pin
         return
