@@ -52,15 +52,17 @@ def verbalize(input_uri: str, fmt: str | None, output: str, registry_uri: str | 
               overrides: list[str] | None = None) -> dict:  # fmt: skip
     """Texts and fidelity scores for every record of `input_uri`, written to `output`.
 
-    With `registry_uri`, generation uses the settings the production pair was evaluated with
-    (recorded at promotion); `overrides` (`generate.beams=3`, …) win over them."""
+    With `registry_uri` (and not both models named), generation uses the settings the production
+    pair was evaluated with (recorded at promotion); `overrides` (`generate.beams=3`, …) win over
+    them. Without `fmt`, `input_uri` must be a records or linearized stage folder."""
     input_uri, output = absolute(input_uri), absolute(output)
     registry_uri, lm, classifier = absolute(registry_uri), absolute(lm), absolute(classifier)
-    recorded = registry.production_generate(registry_uri) if registry_uri else {}
+    from_registry = registry_uri and not (lm and classifier)
+    recorded = registry.production_generate(registry_uri) if from_registry else {}
     config = load_config(None, overrides or [], base={"generate": recorded} if recorded else None)
     lm, classifier = resolve_models(registry_uri, lm, classifier)
     work = storage.join_uri(output, "_stages")
-    stage = input_stage(input_uri)
+    stage = None if fmt else input_stage(input_uri)  # with a format: raw input files
     if stage is None:
         if not fmt:
             raise ValueError(f"{input_uri} is not a stage folder: give its --format")

@@ -60,7 +60,7 @@ def _unrelated_ray(tmp_path: Path, env: dict) -> subprocess.Popen:
         shutil.which("ray", path=os.path.dirname(sys.executable)) or "ray",
         "start", "--head", "--block", f"--port={port}", "--num-cpus=0",
         "--include-dashboard=false", f"--dashboard-agent-listen-port={free_port()}",
-        f"--ray-client-server-port={free_port()}", "--disable-usage-stats",
+        "--disable-usage-stats",
     ]  # fmt: skip
     log = open(tmp_path / "unrelated-ray.log", "w")
     proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT,
