@@ -62,7 +62,7 @@ def ray_local():
     # the Ray Train controller polls its workers every 2 s by default: finish and restart faster
     saved = os.environ.get(HEALTH_CHECK)
     os.environ[HEALTH_CHECK] = "0.2"
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()
     if saved is None:

@@ -53,9 +53,13 @@ def _summary(proc: subprocess.CompletedProcess) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+CURRENT_CLUSTER = Path("/tmp/ray/ray_current_cluster")  # where `ray start` names its cluster
+
+
 def _unrelated_ray(tmp_path: Path, env: dict) -> subprocess.Popen:
     """`ray start --head --block` with no CPUs: a job that joins it can never train."""
     port = free_port()
+    os.environ["DATATUNER_TEST_UNRELATED_RAY_PORT"] = str(port)
     cmd = [
         shutil.which("ray", path=os.path.dirname(sys.executable)) or "ray",
         "start", "--head", "--block", f"--port={port}", "--num-cpus=0",
@@ -82,6 +86,11 @@ def _stop(proc: subprocess.Popen) -> None:
             proc.wait(timeout=60)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
+    # `ray start` leaves its address in /tmp/ray/ray_current_cluster, where a later bare
+    # `ray.init()` on this machine would look for it: take the stopped instance's out
+    port = os.environ.pop("DATATUNER_TEST_UNRELATED_RAY_PORT", None)
+    if port and CURRENT_CLUSTER.exists() and CURRENT_CLUSTER.read_text().strip().endswith(port):
+        CURRENT_CLUSTER.unlink()
 
 
 def test_relative_paths_from_another_directory_beside_an_unrelated_ray(tmp_path):
