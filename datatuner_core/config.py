@@ -77,6 +77,10 @@ REUSE_HELP = (
     "corruption pairs equal the fine run's) instead of training again: copied into this "
     "run's version folder, its card marked reused_from; false = always train"
 )
+EVAL_EVERY_HELP = (
+    "optimizer steps between validations (each one a checkpoint; the best is kept): the "
+    "curve, per validation split, is in the training card's `evaluations`; null = once an epoch"
+)
 
 
 class LMConfig(_Strict):
@@ -99,6 +103,7 @@ class LMConfig(_Strict):
     max_steps: int | None = Field(
         None, ge=1, description="stop after this many optimizer steps (the LR decays to 0 there)"
     )
+    eval_every: int | None = Field(None, ge=1, description=EVAL_EVERY_HELP)
     freeze_layers: int = Field(0, ge=0, description="bottom decoder blocks kept frozen")
     freeze_embeddings: bool = Field(
         False, description="freeze the input embeddings (a tied output layer is untied)"
@@ -119,6 +124,7 @@ class ClassifierConfig(_Strict):
     workers: int = Field(2, ge=1)
     cpus_per_worker: int = Field(1, ge=1, description="CPUs (torch threads) per worker")
     max_steps: int | None = Field(None, ge=1)
+    eval_every: int | None = Field(None, ge=1, description=EVAL_EVERY_HELP)
     freeze_layers: int = Field(
         0,
         ge=0,
@@ -141,6 +147,14 @@ class GenerateConfig(_Strict):
         "null = max_new_tokens for every record",
     )
     max_new_tokens_slack: int = Field(16, ge=0)
+    dev_records: int = Field(
+        0,
+        ge=0,
+        description="`datatuner run`: also verbalize a seeded sample of this many records of "
+        "each validation split (validation, validation_unseen) with the same settings; the "
+        "report sets them beside test (metrics `bleu_validation`, `bleu_validation_unseen`); "
+        "0 = test only",
+    )
     batch_size: int = Field(32, ge=1)
     actors: int = Field(1, ge=1, description="Ray Data actors holding the models")
     rerank: bool = Field(True, description="false gives the top beam (the paper's No_FC)")

@@ -631,7 +631,43 @@ def headline(metrics: dict) -> dict:
         "hallucinated_per_record": get("coverage", "chosen", "hallucinated_per_record"),
         "oracle_bleu": get("oracle", "bleu"),
         "oracle_coverage_error": get("oracle", "coverage_error"),
+        # the pipeline's dev sample (generate.dev_records), when it verbalized one
+        "bleu_validation": get("validation", "validation", "bleu"),
+        "bleu_validation_unseen": get("validation", "validation_unseen", "bleu"),
     }
+
+
+def split_summary(metrics: dict) -> dict:
+    """The few figures of one split's metrics that the report sets side by side (test and the
+    validation splits settings are chosen on)."""
+    get = lambda *keys: _dig(metrics, keys)  # noqa: E731
+    return {
+        "n": metrics["n"],
+        "bleu": metrics["bleu"],
+        "bleu_top_beam": get("top_beam", "bleu"),
+        "bleu_oracle": get("oracle", "bleu"),
+        "coverage_error": get("coverage", "chosen", "error_rate"),
+        "coverage_error_top_beam": get("coverage", "top_beam", "error_rate"),
+        "coverage_error_oracle": get("oracle", "coverage_error"),
+        "records_missing_share": get("coverage", "chosen", "records_missing_share"),
+        "accurate_rate": get("fidelity", "chosen", "accurate_rate"),
+    }
+
+
+def evaluate_splits(generations_uri: str, storage_options: dict | None = None) -> dict:
+    """`split_summary` of each split of a generations stage (the dev sample: `validation`,
+    `validation_unseen`), each split scored on its own (its own corpus entity index)."""
+    from . import storage
+
+    rows = storage.read_stage(generations_uri, storage_options).to_pylist()
+    splits = dict.fromkeys(str(r.get("split")) for r in rows)
+    return {
+        split: split_summary(
+            evaluate_generations([r for r in rows if str(r.get("split")) == split],
+                                 webnlg_breakdown=False)
+        )
+        for split in splits
+    }  # fmt: skip
 
 
 def _dig(value, keys):

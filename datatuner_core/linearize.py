@@ -239,3 +239,50 @@ def linearize(
         **({"held_out": held_out} if holdout else {}),
     }
     return writer.commit(inputs=inputs, fingerprint=fp, config=config, extra=extra)
+
+
+def sample_validation(
+    linearized_uri: str,
+    output_uri: str,
+    per_split: int,
+    *,
+    seed: int = 0,
+    storage_options: dict | None = None,
+    force: bool = False,
+) -> dict:
+    """A linearized stage of at most `per_split` records of each validation split
+    (`validation`, and `validation_unseen` when there is one), drawn with `seed` from the records
+    ordered by id: the records the pipeline verbalizes beside the test split so that the report
+    shows the splits settings are chosen on. Every record read is written (it is a selection, not
+    a transformation); `extra.sampled_from` holds each split's size."""
+    import random
+
+    source = storage.read_manifest(linearized_uri, storage_options)
+    splits = validation_splits(source.get("extra", {}).get("splits") or {})
+    splits = splits if isinstance(splits, tuple) else (splits,)
+    inputs = [{"uri": linearized_uri, "fingerprint": source["fingerprint"]}]
+    config = {"per_split": per_split, "seed": seed, "splits": list(splits)}
+    fp = storage.fingerprint("sample_validation", inputs, config, storage.code_version())
+    if not force and (done := storage.current_manifest(output_uri, fp, storage_options)):
+        return {**done, "skipped": True}
+    rows: dict[str, list[dict]] = {split: [] for split in splits}
+    for batch in storage.iter_stage_batches(linearized_uri, storage_options):
+        for row in batch.to_pylist():
+            if row["split"] in rows:
+                rows[row["split"]].append(row)
+    writer = storage.StageWriter(
+        output_uri, "linearize", LINEARIZED, storage_options=storage_options
+    )
+    sizes = {}
+    for split, group in rows.items():
+        sizes[split] = len(group)
+        group.sort(key=lambda r: str(r["id"]))
+        random.Random(f"{seed}/{split}").shuffle(group)
+        for row in group[:per_split]:
+            writer.stats.read += 1
+            writer.add(row)
+            writer.stats.written += 1
+            writer.stats.records += 1
+    extra = {**source.get("extra", {}), "sampled_from": sizes,
+             "splits": {s: min(n, per_split) for s, n in sizes.items() if n}}  # fmt: skip
+    return writer.commit(inputs=inputs, fingerprint=fp, config=config, extra=extra)

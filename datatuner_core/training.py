@@ -317,7 +317,14 @@ class _Worker:
         self.train = _load_rows(args["train"])
         self.train = self.task.encode(self.train)[self.rank :: self.world]
         self.counts = dict(getattr(self.task, "counts", {}) or {})
-        self.val = self.task.encode(_load_rows(args["val"]))[self.rank :: self.world]
+        # validation examples by split (`validation`, `validation_unseen`): the monitored metric
+        # is over all of them, and each split's own is reported beside it (`val_ppl@split`)
+        self.val_groups: dict[str, list[dict]] = {}
+        val_rows = _load_rows(args["val"])
+        for split in dict.fromkeys(str(r.get("split") or "") for r in val_rows):
+            rows = [r for r in val_rows if str(r.get("split") or "") == split]
+            self.val_groups[split] = self.task.encode(rows)[self.rank :: self.world]
+        self.val = [e for group in self.val_groups.values() for e in group]
         self.lengths = [self.task.length(e) for e in self.train]
         self.ctx_autocast = (
             (lambda: torch.autocast("cuda", dtype=torch.bfloat16))
@@ -446,20 +453,34 @@ class _Worker:
         return {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
 
     def _validate(self) -> dict:
+        """The task's metrics over every validation example, and per split when there are
+        several (`val_ppl@validation_unseen`: the curve on categories never trained on)."""
         import torch
 
         self.model.eval()
         size = self.cfg.eval_batch_size or 2 * self.cfg.batch_size
-        plan = plan_batches([self.task.length(e) for e in self.val], size, 0, chunk=10**9)
         sums: dict[str, float] = {}
         with torch.no_grad(), self.ctx_autocast():
-            for indices in plan:
-                batch = self._to_device(self.task.collate([self.val[j] for j in indices]))
-                for key, value in self.task.eval_sums(self.model, batch).items():
-                    sums[key] = sums.get(key, 0.0) + value
+            for split, examples in self.val_groups.items():
+                plan = plan_batches([self.task.length(e) for e in examples], size, 0, chunk=10**9)
+                for indices in plan:
+                    batch = self._to_device(self.task.collate([examples[j] for j in indices]))
+                    for key, value in self.task.eval_sums(self.model, batch).items():
+                        sums[key] = sums.get(key, 0.0) + value
+                        sums[f"{key}@{split}"] = sums.get(f"{key}@{split}", 0.0) + value
         keys = sorted(set().union(*_gather(sorted(sums))))
         totals = dict(zip(keys, _all_reduce([sums.get(k, 0.0) for k in keys]), strict=True))
-        return self.task.eval_metrics(totals) if totals else {}
+        overall = {k: v for k, v in totals.items() if "@" not in k}
+        if not overall:
+            return {}
+        metrics = self.task.eval_metrics(overall)
+        splits = sorted({k.split("@", 1)[1] for k in totals if "@" in k})
+        if len(splits) > 1:
+            for split in splits:
+                part = {k.split("@", 1)[0]: v for k, v in totals.items() if k.endswith(f"@{split}")}
+                for key, value in self.task.eval_metrics(part).items():
+                    metrics[f"{key}@{split}"] = value
+        return metrics
 
     def _validate_and_checkpoint(self, partial: bool) -> None:
         metrics = self._validate()

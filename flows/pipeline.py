@@ -15,6 +15,7 @@ from tasks.stages import (
     generate_task,
     ingest_task,
     linearize_task,
+    sample_validation_task,
     train_classifier_task,
     train_lm_task,
 )
@@ -57,7 +58,15 @@ def pipeline(config_path: str | None = None, overrides: list[str] | None = None,
     split = "test" if config.dataset.paths.test else "validation"
     generations = run.stage("generations")
     generate_task(run.stage("linearized"), generations, lm, clf, config.generate, split)
-    evaluation = evaluate_task(generations, run.report, f"{config.name} {run.run_id}")
+    dev = None
+    if config.generate.dev_records and split == "test":
+        # the validation splits settings are chosen on, verbalized the same way, for the report
+        sample_validation_task(
+            run.stage("linearized"), run.stage("validation_sample"), config.generate.dev_records
+        )
+        dev = run.stage("generations_validation")
+        generate_task(run.stage("validation_sample"), dev, lm, clf, config.generate, None)
+    evaluation = evaluate_task(generations, run.report, f"{config.name} {run.run_id}", dev, lm)
     for kind in registry.KINDS:
         registry.register_first(
             config.storage, kind, run.run_id, evaluation["headline"],

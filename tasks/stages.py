@@ -116,6 +116,14 @@ def train_classifier_task(config, corruptions: str, special_tokens: list[str], o
 
 
 @io_task
+def sample_validation_task(linearized: str, output: str, per_split: int) -> dict:
+    """A seeded sample of each validation split, verbalized beside test for the report."""
+    from datatuner_core.linearize import sample_validation
+
+    return _publish("sample_validation", sample_validation(linearized, output, per_split))
+
+
+@io_task
 def generate_task(linearized: str, output: str, lm: str, classifier: str | None, generate, split):
     """Generate and rerank on Ray Data."""
     from datatuner_core.generate import generate_stage
@@ -130,12 +138,23 @@ def generate_task(linearized: str, output: str, lm: str, classifier: str | None,
 
 
 @io_task
-def evaluate_task(generations: str, report: str, title: str) -> dict:
-    """Score the generations; write metrics.json, report.md and plots; publish the report."""
+def evaluate_task(
+    generations: str, report: str, title: str, dev: str | None = None, lm: str | None = None
+) -> dict:
+    """Score the generations; write metrics.json, report.md and plots; publish the report.
+    `dev`: a generations stage of the validation splits' sample, scored per split beside test;
+    `lm`: the LM version whose validation curve the report shows."""
     from datatuner_core import evaluate
     from datatuner_core import report as reports
+    from datatuner_core.training import read_card
 
     metrics = evaluate.evaluate_stage(generations)
+    if dev:
+        metrics["validation"] = evaluate.evaluate_splits(dev)
+    if lm:
+        lm_metrics = read_card(lm).get("metrics") or {}
+        metrics["lm_curve"] = lm_metrics.get("evaluations") or []
+        metrics["lm_best_step"] = (lm_metrics.get("best") or {}).get("step")
     files = reports.write_report(metrics, report, title=title)
     markdown = next(f for f in files if f.endswith("report.md"))
     create_markdown_artifact(storage.read_bytes(markdown).decode(), key="report", description=title)

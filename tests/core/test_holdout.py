@@ -162,3 +162,24 @@ def test_the_key_validates_and_the_smol_preset_follows_its_rule(shared_data):
     smol = (Path(__file__).resolve().parents[2] / "configs" / "webnlg-smol.yaml").read_text()
     shown = re.search(r"holdout_categories: \[([^\]]*)\]", smol)
     assert shown and sorted(c.strip() for c in shown.group(1).split(",")) == sorted(fewest)
+
+
+def test_the_validation_sample_takes_each_validation_split_seeded(linearized, tmp_path):
+    """`generate.dev_records`: at most N records of validation and of validation_unseen, the same
+    ones on every call (seeded), never a train or test record; read == written."""
+    out = str(tmp_path / "sample")
+    manifest = lin.sample_validation(linearized, out, 1)
+    rows = storage.read_stage(out).to_pylist()
+    assert sorted(r["split"] for r in rows) == ["validation", "validation_unseen"]
+    assert manifest["counts"]["read"] == manifest["counts"]["written"] == 2
+    assert manifest["extra"]["sampled_from"] == {"validation": 1, "validation_unseen": 3}
+    unseen = next(r["id"] for r in rows if r["split"] == "validation_unseen")
+    assert unseen in {"c1", "m1", "v2"}
+    again = lin.sample_validation(linearized, str(tmp_path / "again"), 1)
+    assert again["counts"]["written"] == 2
+    assert [r["id"] for r in storage.read_stage(str(tmp_path / "again")).to_pylist()] == [
+        r["id"] for r in rows
+    ]
+    assert lin.sample_validation(linearized, out, 1)["skipped"] is True
+    everything = lin.sample_validation(linearized, str(tmp_path / "all"), 10)
+    assert everything["counts"]["written"] == 4

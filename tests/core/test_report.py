@@ -121,3 +121,35 @@ def test_write_report_without_optional_parts(tmp_path):
     text = (tmp_path / "report.md").read_text()
     assert "| BLEU (all) |" in text and "Plots" not in text and "every fact" not in text
     assert json.loads((tmp_path / "metrics.json").read_text()) == json.loads(json.dumps(metrics))
+
+
+def test_the_report_sets_test_beside_the_validation_splits_and_the_curve(tmp_path):
+    """A generations stage of the validation sample is scored per split (`evaluate_splits`),
+    each beside test in one table, with the oracle; the LM curve shows each split's ppl."""
+    from datatuner_core import storage
+    from datatuner_core.schema import GENERATIONS
+
+    dev = str(tmp_path / "dev")
+    writer = storage.StageWriter(dev, "generate", GENERATIONS)
+    for split, row in (("validation", ROWS[0]), ("validation_unseen", ROWS[1])):
+        full = {name: None for name in GENERATIONS.names}
+        full.update({**row, "split": split, "data": None, "linearized": "x"})
+        writer.add_counted(full)
+    writer.commit(inputs=[], fingerprint="dev")
+    splits = ev.evaluate_splits(dev)
+    assert list(splits) == ["validation", "validation_unseen"]
+    seen, unseen = splits["validation"], splits["validation_unseen"]
+    assert seen["n"] == unseen["n"] == 1
+    assert seen["bleu"] == pytest.approx(100.0)  # the reranked text is the reference
+    assert seen["bleu_top_beam"] < seen["bleu"] == seen["bleu_oracle"]
+    assert seen["coverage_error_top_beam"] == 0.5 and seen["coverage_error"] == 0.0
+    metrics = {**ev.evaluate_generations(ROWS), "validation": splits,
+               "lm_curve": [{"step": 6, "val_ppl": 3.0, "val_ppl@validation": 2.5,
+                             "val_ppl@validation_unseen": 4.25}], "lm_best_step": 6}  # fmt: skip
+    text = report.render_markdown(metrics, "t").decode()
+    assert "## Test beside the validation splits" in text
+    rows = [line for line in text.splitlines() if line.startswith("| validation")]
+    assert rows[0].startswith("| validation (seen categories) | 1 | 100.00 |")
+    assert rows[1].startswith("| validation_unseen (held-out categories) | 1 |")
+    assert "| 6 | 3.000 | 2.500 | 4.250 |" in text and "step 6's" in text
+    assert ev.headline(metrics)["bleu_validation"] == seen["bleu"]

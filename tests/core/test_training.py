@@ -4,6 +4,7 @@ and the saved model reloading with plain `transformers`."""
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -238,6 +239,23 @@ def test_eval_every_validates_mid_epoch_and_exports_the_best(ray_local, lm_task,
     assert ppl[2] != ppl[4]
     assert m["best"]["step"] == min(ppl, key=ppl.get)
     assert m["val_ppl_per_epoch"] == []  # no epoch ended: only partial validations
+
+
+def test_validation_reports_each_split_beside_the_whole(ray_local, lm_task, tmp_path):
+    """Validation rows of two splits (seen `validation`, held-out `validation_unseen`): every
+    evaluation has the ppl over all of them (the monitored one) and each split's own, and the
+    whole's NLL is the token-weighted mean of the parts'."""
+    task, train, val = lm_task
+    unseen = [{**r, "split": "validation_unseen"} for r in train[:6]]
+    config = {**RUN, "epochs": 1, "max_steps": 2, "checkpoint_every": None, "eval_every": 2}
+    card = training.train_with_ray(
+        task, train[6:], val + unseen, config, str(tmp_path / "m"), num_workers=1
+    )
+    (point,) = card["metrics"]["evaluations"]
+    seen, held = point["val_nll@validation"], point["val_nll@validation_unseen"]
+    assert seen != held
+    assert min(seen, held) < point["val_nll"] < max(seen, held)
+    assert point["val_ppl@validation_unseen"] == pytest.approx(math.exp(held))
 
 
 def test_classifier_curve_benchmark_reports_each_validation(ray_local, tmp_path):

@@ -24,6 +24,8 @@ TINY = [
     "generate.beams=3",
     "generate.max_new_tokens=16",
     "generate.batch_size=16",
+    "generate.dev_records=5",  # 5 validation records verbalized beside test, for the report
+    "lm.eval_every=6",  # the LM validation curve: steps 6 and 12
 ]
 
 

@@ -42,6 +42,17 @@ def test_pipeline_writes_generations_report_and_registers(trained_run):
         assert registry.production(str(root), kind)["version"] == "run1"
     card = json.loads((root / "models" / "lm" / "run1" / "training_card.json").read_text())
     assert card["metrics"]["steps"] == 12
+    # the validation sample (generate.dev_records=5) verbalized beside test, and the LM's curve
+    sample = storage.read_stage(str(root / "runs" / "run1" / "validation_sample")).to_pylist()
+    assert len(sample) == 5 and {r["split"] for r in sample} == {"validation"}
+    dev = storage.read_stage(str(root / "runs" / "run1" / "generations_validation")).to_pylist()
+    assert sorted(r["id"] for r in dev) == sorted(r["id"] for r in sample)
+    assert metrics["validation"]["validation"]["n"] == 5
+    assert summary["metrics"]["bleu_validation"] == metrics["validation"]["validation"]["bleu"]
+    assert [p["step"] for p in metrics["lm_curve"]] == [6, 12]
+    report = (root / "runs" / "run1" / "report" / "report.md").read_text()
+    assert "## Test beside the validation splits" in report and "| test (reported) | 30 |" in report
+    assert "## LM validation curve" in report
 
 
 def test_generation_sorts_records_by_length_and_keeps_every_text(trained_run):
