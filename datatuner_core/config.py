@@ -125,6 +125,15 @@ class ClassifierConfig(_Strict):
     cpus_per_worker: int = Field(1, ge=1, description="CPUs (torch threads) per worker")
     max_steps: int | None = Field(None, ge=1)
     eval_every: int | None = Field(None, ge=1, description=EVAL_EVERY_HELP)
+    hard_negatives: int = Field(
+        0,
+        ge=0,
+        description="`datatuner run`: train records (a seeded sample) whose LM beams, generated "
+        "with the run's LM and generate settings and labelled by rules (a missing record entity "
+        "= omission, another record's entity or an invented number = hallucination / "
+        "value_error, a repeated sentence = repetition; see hard_negatives), join the synthetic "
+        "pairs: the classifier learns the LM's own mistakes; 0 = synthetic pairs only",
+    )
     freeze_layers: int = Field(
         0,
         ge=0,

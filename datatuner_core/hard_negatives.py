@@ -133,3 +133,63 @@ def hard_negative_pairs(rows: Iterable[dict], *, keep_accurate: bool = True) -> 
                 "label": label, "rule": HARD_NEGATIVE_RULE,
             })  # fmt: skip
     return pairs
+
+
+def with_hard_negatives(
+    corruptions_uri: str,
+    beams_uri: str,
+    output_uri: str,
+    *,
+    storage_options: dict | None = None,
+    force: bool = False,
+) -> dict:
+    """A corruption stage for the classifier: every pair of `corruptions_uri`, plus the
+    `hard_negative_pairs` of a generations stage of *train* records (`beams_uri`: the run's LM,
+    its generate settings, no reranking) as train pairs — the LM's own omissions, invented values
+    and repetitions beside the synthetic corruptions of human texts.
+
+    Counts are of the beam records: each one read is written (its distinct candidate texts become
+    pairs) or quarantined (no text: its generation failed). `extra.pairs.train` is recomputed
+    with the new pairs; `extra.hard_negatives` holds their count by label."""
+    from collections import Counter
+
+    from . import storage
+    from .corrupt import corruption_stats
+    from .schema import CORRUPTIONS, make_quarantine
+
+    sources = [(u, storage.read_manifest(u, storage_options)) for u in (corruptions_uri, beams_uri)]
+    inputs = [{"uri": u, "fingerprint": m["fingerprint"]} for u, m in sources]
+    fp = storage.fingerprint("hard_negatives", inputs, storage.code_version())
+    if not force and (done := storage.current_manifest(output_uri, fp, storage_options)):
+        return {**done, "skipped": True}
+    writer = storage.StageWriter(
+        output_uri, "corrupt", CORRUPTIONS, storage_options=storage_options
+    )
+    train = []
+    for batch in storage.iter_stage_batches(corruptions_uri, storage_options):
+        for pair in batch.to_pylist():
+            writer.add(pair)
+            if pair["split"] == "train":
+                train.append(pair)
+    rows = []
+    for batch in storage.iter_stage_batches(beams_uri, storage_options):
+        for row in batch.to_pylist():
+            writer.stats.read += 1
+            if not any((c.get("text") or "").strip() for c in row.get("candidates") or []):
+                reason = f"no LM text to label: {row.get('error') or 'no candidates'}"
+                writer.quarantine(make_quarantine(row.get("source") or "", row["id"], reason, ""))
+                continue
+            writer.stats.written += 1
+            writer.stats.records += 1
+            rows.append(row)
+    pairs = [{**pair, "split": "train"} for pair in hard_negative_pairs(rows)]
+    for pair in pairs:
+        writer.add(pair)
+    extra = dict(sources[0][1].get("extra") or {})
+    extra["pairs"] = {**(extra.get("pairs") or {}), "train": corruption_stats(train + pairs)}
+    extra["hard_negatives"] = {
+        "records": len(rows),
+        "pairs": len(pairs),
+        "by_label": dict(sorted(Counter(p["label"] for p in pairs).items())),
+    }
+    return writer.commit(inputs=inputs, fingerprint=fp, config={}, extra=extra)

@@ -241,28 +241,32 @@ def linearize(
     return writer.commit(inputs=inputs, fingerprint=fp, config=config, extra=extra)
 
 
-def sample_validation(
+def sample_splits(
     linearized_uri: str,
     output_uri: str,
     per_split: int,
+    splits: Iterable[str] | None = None,
     *,
     seed: int = 0,
     storage_options: dict | None = None,
     force: bool = False,
 ) -> dict:
-    """A linearized stage of at most `per_split` records of each validation split
-    (`validation`, and `validation_unseen` when there is one), drawn with `seed` from the records
-    ordered by id: the records the pipeline verbalizes beside the test split so that the report
-    shows the splits settings are chosen on. Every record read is written (it is a selection, not
-    a transformation); `extra.sampled_from` holds each split's size."""
+    """A linearized stage of at most `per_split` records of each of `splits` (None: the
+    validation splits, `validation` and `validation_unseen` when there is one), drawn with `seed`
+    from the records ordered by id. The pipeline verbalizes the validation sample beside the test
+    split, so that the report shows the splits settings are chosen on, and a train sample for the
+    classifier's hard negatives (`classifier.hard_negatives`). Every record read is written (it
+    is a selection, not a transformation); `extra.sampled_from` holds each split's size."""
     import random
 
     source = storage.read_manifest(linearized_uri, storage_options)
-    splits = validation_splits(source.get("extra", {}).get("splits") or {})
-    splits = splits if isinstance(splits, tuple) else (splits,)
+    if splits is None:
+        splits = validation_splits(source.get("extra", {}).get("splits") or {})
+        splits = splits if isinstance(splits, tuple) else (splits,)
+    splits = tuple(splits)
     inputs = [{"uri": linearized_uri, "fingerprint": source["fingerprint"]}]
     config = {"per_split": per_split, "seed": seed, "splits": list(splits)}
-    fp = storage.fingerprint("sample_validation", inputs, config, storage.code_version())
+    fp = storage.fingerprint("sample_splits", inputs, config, storage.code_version())
     if not force and (done := storage.current_manifest(output_uri, fp, storage_options)):
         return {**done, "skipped": True}
     rows: dict[str, list[dict]] = {split: [] for split in splits}
@@ -279,10 +283,7 @@ def sample_validation(
         group.sort(key=lambda r: str(r["id"]))
         random.Random(f"{seed}/{split}").shuffle(group)
         for row in group[:per_split]:
-            writer.stats.read += 1
-            writer.add(row)
-            writer.stats.written += 1
-            writer.stats.records += 1
+            writer.add_counted(row)
     extra = {**source.get("extra", {}), "sampled_from": sizes,
              "splits": {s: min(n, per_split) for s, n in sizes.items() if n}}  # fmt: skip
     return writer.commit(inputs=inputs, fingerprint=fp, config=config, extra=extra)

@@ -13,9 +13,10 @@ from tasks.stages import (
     corrupt_task,
     evaluate_task,
     generate_task,
+    hard_negatives_task,
     ingest_task,
     linearize_task,
-    sample_validation_task,
+    sample_task,
     train_classifier_task,
     train_lm_task,
 )
@@ -40,10 +41,20 @@ def prepare_data(config: PipelineConfig, run: RunPaths) -> dict:
 
 
 def train_models(config: PipelineConfig, run: RunPaths) -> tuple[str, str]:
-    """Train the LM and the classifier of this run; returns their version URIs."""
+    """Train the LM and the classifier of this run; returns their version URIs. With
+    `classifier.hard_negatives`, the LM's beams on a sample of train records, labelled by the
+    rules of `hard_negatives`, join the classifier's synthetic pairs."""
     special = storage.read_manifest(run.stage("linearized"))["extra"]["special_tokens"]
     train_lm_task(config, run.stage("linearized"), special, run.model("lm"))
-    train_classifier_task(config, run.stage("corruptions"), special, run.model("classifier"))
+    pairs = run.stage("corruptions")
+    if n := config.classifier.hard_negatives:
+        sample_task(run.stage("linearized"), run.stage("train_sample"), n, ["train"])
+        beams = config.generate.model_copy(update={"rerank": False})
+        generate_task(run.stage("train_sample"), run.stage("lm_beams"), run.model("lm"), None,
+                      beams, None)  # fmt: skip
+        hard_negatives_task(pairs, run.stage("lm_beams"), run.stage("pairs_with_lm_beams"))
+        pairs = run.stage("pairs_with_lm_beams")
+    train_classifier_task(config, pairs, special, run.model("classifier"))
     return run.model("lm"), run.model("classifier")
 
 
@@ -61,7 +72,7 @@ def pipeline(config_path: str | None = None, overrides: list[str] | None = None,
     dev = None
     if config.generate.dev_records and split == "test":
         # the validation splits settings are chosen on, verbalized the same way, for the report
-        sample_validation_task(
+        sample_task(
             run.stage("linearized"), run.stage("validation_sample"), config.generate.dev_records
         )
         dev = run.stage("generations_validation")

@@ -116,11 +116,19 @@ def train_classifier_task(config, corruptions: str, special_tokens: list[str], o
 
 
 @io_task
-def sample_validation_task(linearized: str, output: str, per_split: int) -> dict:
-    """A seeded sample of each validation split, verbalized beside test for the report."""
-    from datatuner_core.linearize import sample_validation
+def sample_task(linearized: str, output: str, per_split: int, splits=None) -> dict:
+    """A seeded sample of some splits' records (default: the validation splits)."""
+    from datatuner_core.linearize import sample_splits
 
-    return _publish("sample_validation", sample_validation(linearized, output, per_split))
+    return _publish("sample", sample_splits(linearized, output, per_split, splits))
+
+
+@io_task
+def hard_negatives_task(corruptions: str, beams: str, output: str) -> dict:
+    """The corruption pairs plus the LM's own beams on train records, labelled by rules."""
+    from datatuner_core.hard_negatives import with_hard_negatives
+
+    return _publish("hard_negatives", with_hard_negatives(corruptions, beams, output))
 
 
 @io_task

@@ -151,3 +151,49 @@ def test_score_and_choose_reports_the_verdict_and_keeps_the_classifiers_labels()
     covered = rows()
     score_and_choose(covered, None, coverage=True, verdict=True)
     assert (covered[0]["text"], covered[0]["fidelity_label"]) == (GOOD, "accurate")
+
+
+def test_hard_negatives_join_the_synthetic_pairs_as_train_pairs(tmp_path):
+    """`with_hard_negatives`: every synthetic pair kept, the beams' pairs added to train, a
+    record whose generation failed quarantined with its reason; read == written + quarantined."""
+    from datatuner_core import storage
+    from datatuner_core.hard_negatives import with_hard_negatives
+    from datatuner_core.schema import CORRUPTIONS, GENERATIONS
+
+    synthetic = [
+        {"id": f"s{i}", "record_id": "r", "split": split, "linearized": LINEARIZED, "text": GOOD,
+         "label": label, "rule": rule}
+        for i, (split, label, rule) in enumerate([
+            ("train", "accurate", "original"), ("train", "omission", "entity_cut"),
+            ("validation", "accurate", "original")])
+    ]  # fmt: skip
+    writer = storage.StageWriter(str(tmp_path / "pairs"), "corrupt", CORRUPTIONS)
+    for pair in synthetic:
+        writer.add(pair)
+    writer.commit(inputs=[], fingerprint="pairs", extra={"pairs": {"validation": {"total": 1}}})
+    beams = [
+        _row("a", [GOOD, "Aarhus Airport serves Aarhus, Denmark."]),
+        {**_row("f", []), "text": None, "error": "out of memory"},
+    ]
+    writer = storage.StageWriter(str(tmp_path / "beams"), "generate", GENERATIONS)
+    for row in beams:
+        full = dict.fromkeys(GENERATIONS.names)
+        full.update({**row, "split": "train"})
+        writer.add(full)
+    writer.commit(inputs=[], fingerprint="beams")
+    out = str(tmp_path / "merged")
+    manifest = with_hard_negatives(str(tmp_path / "pairs"), str(tmp_path / "beams"), out)
+    counts = manifest["counts"]
+    assert (counts["read"], counts["written"], counts["quarantined"]) == (2, 1, 1)
+    assert counts["quarantined_by_reason"] == {"no LM text to label": 1}
+    rows = storage.read_stage(out).to_pylist()
+    assert [r["id"] for r in rows[:3]] == ["s0", "s1", "s2"]
+    added = [(r["split"], r["label"], r["rule"]) for r in rows[3:]]
+    assert added == [("train", "accurate", "lm_beam"), ("train", "omission", "lm_beam")]
+    extra = manifest["extra"]
+    assert extra["hard_negatives"] == {
+        "records": 1, "pairs": 2, "by_label": {"accurate": 1, "omission": 1}
+    }  # fmt: skip
+    assert extra["pairs"]["train"]["total"] == 4 and extra["pairs"]["validation"] == {"total": 1}
+    again = with_hard_negatives(str(tmp_path / "pairs"), str(tmp_path / "beams"), out)
+    assert again["skipped"] is True

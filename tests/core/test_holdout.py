@@ -168,18 +168,23 @@ def test_the_validation_sample_takes_each_validation_split_seeded(linearized, tm
     """`generate.dev_records`: at most N records of validation and of validation_unseen, the same
     ones on every call (seeded), never a train or test record; read == written."""
     out = str(tmp_path / "sample")
-    manifest = lin.sample_validation(linearized, out, 1)
+    manifest = lin.sample_splits(linearized, out, 1)
     rows = storage.read_stage(out).to_pylist()
     assert sorted(r["split"] for r in rows) == ["validation", "validation_unseen"]
     assert manifest["counts"]["read"] == manifest["counts"]["written"] == 2
     assert manifest["extra"]["sampled_from"] == {"validation": 1, "validation_unseen": 3}
     unseen = next(r["id"] for r in rows if r["split"] == "validation_unseen")
     assert unseen in {"c1", "m1", "v2"}
-    again = lin.sample_validation(linearized, str(tmp_path / "again"), 1)
+    again = lin.sample_splits(linearized, str(tmp_path / "again"), 1)
     assert again["counts"]["written"] == 2
     assert [r["id"] for r in storage.read_stage(str(tmp_path / "again")).to_pylist()] == [
         r["id"] for r in rows
     ]
-    assert lin.sample_validation(linearized, out, 1)["skipped"] is True
-    everything = lin.sample_validation(linearized, str(tmp_path / "all"), 10)
+    assert lin.sample_splits(linearized, out, 1)["skipped"] is True
+    everything = lin.sample_splits(linearized, str(tmp_path / "all"), 10)
     assert everything["counts"]["written"] == 4
+    train = lin.sample_splits(linearized, str(tmp_path / "train"), 1, ["train"])
+    assert [r["split"] for r in storage.read_stage(str(tmp_path / "train")).to_pylist()] == [
+        "train"
+    ]
+    assert train["extra"]["sampled_from"] == {"train": 2}

@@ -26,6 +26,7 @@ TINY = [
     "generate.batch_size=16",
     "generate.dev_records=5",  # 5 validation records verbalized beside test, for the report
     "lm.eval_every=6",  # the LM validation curve: steps 6 and 12
+    "classifier.hard_negatives=4",  # the LM's beams on 4 train records join the classifier's pairs
 ]
 
 

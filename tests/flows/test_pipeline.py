@@ -53,6 +53,16 @@ def test_pipeline_writes_generations_report_and_registers(trained_run):
     report = (root / "runs" / "run1" / "report" / "report.md").read_text()
     assert "## Test beside the validation splits" in report and "| test (reported) | 30 |" in report
     assert "## LM validation curve" in report
+    # classifier.hard_negatives=4: the LM's beams on 4 train records, labelled, joined its pairs
+    merged = storage.read_manifest(str(root / "runs" / "run1" / "pairs_with_lm_beams"))
+    hard = merged["extra"]["hard_negatives"]
+    assert merged["counts"]["read"] == 4 == hard["records"] + merged["counts"]["quarantined"]
+    assert hard["pairs"] == sum(hard["by_label"].values()) >= hard["records"]
+    pairs = storage.read_stage(str(root / "runs" / "run1" / "pairs_with_lm_beams")).to_pylist()
+    lm_pairs = [p for p in pairs if p["rule"] == "lm_beam"]
+    assert len(lm_pairs) == hard["pairs"] and {p["split"] for p in lm_pairs} == {"train"}
+    card = json.loads((root / "models" / "classifier" / "run1" / "training_card.json").read_text())
+    assert card["data"]["train"]["content_sha256"] == merged["content_sha256"]
 
 
 def test_generation_sorts_records_by_length_and_keeps_every_text(trained_run):
