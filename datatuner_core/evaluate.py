@@ -366,6 +366,34 @@ def accurate_precision(
     return {"precision": _ratio(clean, labelled), "accurate": labelled, "without_error": clean}
 
 
+def classifier_agreement(rows: Sequence[dict], index: EntityIndex) -> dict:
+    """The classifier's own label of every candidate (the LM's real beams, not synthetic pairs)
+    against the coverage check: `agreement`, the share where "labelled accurate" equals "no
+    coverage error"; `precision`, of the candidates labelled accurate, the share without an
+    error; `error_recall`, of the candidates with an error, the share labelled something else."""
+    both = accurate = accurate_clean = with_error = error_caught = n = 0
+    for row in rows:
+        entities = row.get("entities") or []
+        texts, labels = row.get("candidate_texts") or [], row.get("candidate_labels") or []
+        for text, label in zip(texts, labels, strict=False):
+            if label is None:
+                continue
+            n += 1
+            errors = coverage_errors(text, entities, index)
+            clean = not (errors["missing"] or errors["hallucinated"])
+            both += (label == "accurate") == clean
+            accurate += label == "accurate"
+            accurate_clean += label == "accurate" and clean
+            with_error += not clean
+            error_caught += not clean and label != "accurate"
+    return {
+        "candidates": n,
+        "agreement": _ratio(both, n),
+        "precision": _ratio(accurate_clean, accurate),
+        "error_recall": _ratio(error_caught, with_error),
+    }
+
+
 # ----------------------------------------------------------------------------- oracle
 
 
@@ -448,6 +476,7 @@ def _rows_of(table_or_rows: pa.Table | Sequence[dict]) -> list[dict]:
         }
         if "candidates" in cols:
             cols["candidate_texts"] = _candidate_texts(cols["candidates"])
+            cols["candidate_labels"] = _candidate_texts(cols["candidates"], "fidelity_label")
             cols["candidates"] = pc.list_slice(cols["candidates"], 0, 1)
         if "data" in names:
             cols["size"] = _sizes(table.column("data"))
@@ -459,6 +488,7 @@ def _rows_of(table_or_rows: pa.Table | Sequence[dict]) -> list[dict]:
         row = dict(row)
         if "candidates" in row and "candidate_texts" not in row:
             row["candidate_texts"] = [c.get("text") for c in row["candidates"] or []]
+            row["candidate_labels"] = [c.get("fidelity_label") for c in row["candidates"] or []]
         if "data" in row and "size" not in row:
             data = row.pop("data") or {}
             row["size"] = len(data.get("triples") or []) or len(data.get("slots") or [])
@@ -466,10 +496,11 @@ def _rows_of(table_or_rows: pa.Table | Sequence[dict]) -> list[dict]:
     return rows
 
 
-def _candidate_texts(candidates: pa.ChunkedArray) -> pa.Array:
-    """Each row's candidate texts (list<string>), without the rest of the candidate structs."""
+def _candidate_texts(candidates: pa.ChunkedArray, field: str = "text") -> pa.Array:
+    """Each row's candidate texts (list<string>; or another string `field` of the candidate
+    structs), without the rest of the structs."""
     lists = candidates.combine_chunks()
-    return pa.ListArray.from_arrays(lists.offsets, lists.values.field("text"), mask=lists.is_null())
+    return pa.ListArray.from_arrays(lists.offsets, lists.values.field(field), mask=lists.is_null())
 
 
 def _sizes(data: pa.ChunkedArray) -> list[int]:
@@ -565,6 +596,7 @@ def evaluate_generations(
             "accurate_precision": accurate_precision(
                 rows, lambda r: (r.get("text"), r.get("fidelity_label")), index
             ),
+            "classifier_agreement": classifier_agreement(rows, index) if has_top else None,
         }
     metrics["oracle"] = oracle(rows, scorer, chosen, index) if has_top else None
     metrics["examples"] = examples(rows, index)
@@ -631,6 +663,8 @@ def headline(metrics: dict) -> dict:
         "hallucinated_per_record": get("coverage", "chosen", "hallucinated_per_record"),
         "oracle_bleu": get("oracle", "bleu"),
         "oracle_coverage_error": get("oracle", "coverage_error"),
+        "verdict_accurate_precision": get("coverage", "accurate_precision", "precision"),
+        "classifier_agreement": get("coverage", "classifier_agreement", "agreement"),
         # the pipeline's dev sample (generate.dev_records), when it verbalized one
         "bleu_validation": get("validation", "validation", "bleu"),
         "bleu_validation_unseen": get("validation", "validation_unseen", "bleu"),

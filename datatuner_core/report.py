@@ -120,7 +120,23 @@ def _fidelity(metrics: dict) -> list[str]:
         ]
     )
     header = ["predicted label", "reranked", "share", "top beam", "share"]
-    return ["## Predicted fidelity labels", "", *_table(header, rows)]
+    out = ["## Predicted fidelity labels", "", *_table(header, rows)]
+    coverage = metrics.get("coverage") or {}
+    trust = []
+    if (precision := (coverage.get("accurate_precision") or {})).get("accurate"):
+        trust.append(
+            f"Of the {precision['accurate']} texts reported `accurate`, "
+            f"{_pct(precision['precision'])} have no coverage error (nothing missing, nothing "
+            "hallucinated): the verdict's precision."
+        )
+    if (agree := coverage.get("classifier_agreement") or {}).get("candidates"):
+        trust.append(
+            f"On all {agree['candidates']} candidates, the classifier's own label agrees with "
+            f"the coverage check on {_pct(agree['agreement'])} (`accurate` = no error); its "
+            f"`accurate` is right on {_pct(agree['precision'])}, and it flags "
+            f"{_pct(agree['error_recall'])} of the candidates with an error."
+        )
+    return out + ([""] + trust if trust else [])
 
 
 def _per_record(value: float | None) -> str:

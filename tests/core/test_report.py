@@ -153,3 +153,20 @@ def test_the_report_sets_test_beside_the_validation_splits_and_the_curve(tmp_pat
     assert rows[1].startswith("| validation_unseen (held-out categories) | 1 |")
     assert "| 6 | 3.000 | 2.500 | 4.250 |" in text and "step 6's" in text
     assert ev.headline(metrics)["bleu_validation"] == seen["bleu"]
+
+
+def test_the_classifier_is_checked_against_the_coverage_check_on_real_candidates(metrics):
+    """Candidate by candidate: a's omission (Tirstrup missing) and a's accurate text agree with
+    the coverage check; b's `value_error` names a text with every entity: a disagreement."""
+    agree = metrics["coverage"]["classifier_agreement"]
+    assert agree == {"candidates": 3, "agreement": pytest.approx(2 / 3), "precision": 1.0,
+                     "error_recall": 1.0}  # fmt: skip
+    head = ev.headline(metrics)
+    assert head["classifier_agreement"] == pytest.approx(2 / 3)
+    assert head["verdict_accurate_precision"] == 1.0
+    text = report.render_markdown(metrics, "t").decode()
+    assert "Of the 1 texts reported `accurate`, 100.0% have no coverage error" in text
+    assert (
+        "On all 3 candidates, the classifier's own label agrees with the coverage check on 66.7%"
+        in text
+    )
