@@ -12,7 +12,14 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from .ingest import FORMATS
 from .paths import absolute
@@ -206,12 +213,29 @@ class GenerateConfig(_Strict):
         description="coverage decoding: log-probability added to the next token of a missing "
         "entity (its first token, or the next one of an entity the text has started); 0 = off",
     )
+    coverage_retry: bool = Field(
+        False,
+        description="decode plainly, then decode again with coverage-aware decoding (with "
+        "coverage_max_hold and coverage_bonus) the records whose every beam leaves a record "
+        "entity unmentioned; the new beams that mention more of the record join the candidates "
+        "after the plain ones (the top beam stays the plain one). Needs coverage: true; "
+        "ignored when coverage_decoding decodes every record that way",
+    )
     verdict: bool = Field(
         True,
         description="the reported label and score combine the classifier with the coverage "
         "check: a text missing a record entity is never `accurate` (see rerank.fidelity_verdict); "
         "false = the classifier's own label and P(accurate)",
     )
+
+    @model_validator(mode="after")
+    def _retry_needs_the_coverage_check(self):
+        if self.coverage_retry and not self.coverage:
+            raise ValueError(
+                "generate.coverage_retry needs generate.coverage: true (the retried beams are "
+                "chosen for the entities they mention)"
+            )
+        return self
 
     def decoding(self) -> dict:
         """The Generator keywords beyond beams / tokens / batch / rerank."""
@@ -227,7 +251,7 @@ class GenerateConfig(_Strict):
 
 # the later decoding knobs, as the generate stage behaved before each existed
 _BEFORE = {"coverage_decoding": False, "coverage_max_hold": 16, "coverage_bonus": 0.0,
-           "verdict": False}  # fmt: skip
+           "verdict": False, "coverage_retry": False}  # fmt: skip
 
 
 class PipelineConfig(_Strict):

@@ -81,6 +81,7 @@ class Generator:
         coverage_decoding: bool = False,
         coverage_max_hold: int = 16,
         coverage_bonus: float = 0.0,
+        coverage_retry: bool = False,
         verdict: bool = GenerateConfig.model_fields["verdict"].default,
         storage_options: dict | None = None,
         threads: int | None = None,
@@ -118,6 +119,8 @@ class Generator:
         self.no_repeat_ngram = no_repeat_ngram
         self.coverage_decoding, self.coverage_max_hold = coverage_decoding, coverage_max_hold
         self.coverage_bonus, self.verdict = coverage_bonus, verdict
+        self.coverage_retry = coverage_retry and not coverage_decoding
+        self.retried = 0  # records decoded again by coverage_retry
         self.max_new_tokens_ratio, self.max_new_tokens_slack = (
             max_new_tokens_ratio,
             max_new_tokens_slack,
@@ -164,11 +167,13 @@ class Generator:
         prompts: list[tuple[list[int], list[int]]],
         max_new_tokens: int | None = None,
         entities: list[list[str]] | None = None,
+        coverage_decoding: bool | None = None,
     ) -> list[list[tuple]]:
         """Batched beam search with a KV cache; per prompt, `beams` (text, score) in beam order.
         The score is the sum of token log-probabilities divided by length ** `length_penalty`.
         `max_new_tokens`: this batch's budget (default: the generator's). `entities`: per prompt,
-        the record's entities, for coverage-aware decoding (`coverage_decoding`)."""
+        the record's entities, for coverage-aware decoding (`coverage_decoding`; the argument,
+        when given, overrides the generator's)."""
         import torch
 
         width = max(len(ids) for ids, _ in prompts)
@@ -200,7 +205,7 @@ class Generator:
                 pad_token_id=pad,
                 output_scores=True,
                 return_dict_in_generate=True,
-                **self._coverage_processor(entities, len(prompts)),
+                **self._coverage_processor(entities, len(prompts), coverage_decoding),
             )
         sequences = out.sequences[:, width:].tolist()  # [B * beams, new tokens]
         if getattr(out, "sequences_scores", None) is not None:
@@ -219,9 +224,11 @@ class Generator:
             results.append(beams)
         return results
 
-    def _coverage_processor(self, entities: list[list[str]] | None, n: int) -> dict:
+    def _coverage_processor(
+        self, entities: list[list[str]] | None, n: int, on: bool | None = None
+    ) -> dict:
         """`generate` keywords for coverage-aware decoding (none when it is off)."""
-        if not self.coverage_decoding:
+        if not (self.coverage_decoding if on is None else on):
             return {}
         from transformers import LogitsProcessorList
 
@@ -291,7 +298,7 @@ class Generator:
         entities = [item[5] for item in chunk]
         cap = self.new_token_cap(chunk[0][0])
         try:
-            return self._beam_search(prompts, cap, entities)
+            results = self._beam_search(prompts, cap, entities)
         except Exception:  # noqa: BLE001 - isolate the failing record below
             results = []
             for prompt, ents in zip(prompts, entities, strict=True):
@@ -299,7 +306,41 @@ class Generator:
                     results.append(self._beam_search([prompt], cap, [ents])[0])
                 except Exception as exc:  # noqa: BLE001 - recorded on the row
                     results.append(f"generation failed: {type(exc).__name__}: {exc}"[:500])
-            return results
+        if self.coverage_retry:
+            self._retry_with_coverage(prompts, entities, results, cap)
+        return results
+
+    def _retry_with_coverage(self, prompts, entities, results: list, cap: int) -> None:
+        """`coverage_retry`: the records whose every beam leaves one of their entities
+        unmentioned are decoded again with coverage-aware decoding; the new beams that mention
+        more of the record than the best plain beam join its candidates, after the plain ones (so
+        the top beam stays the plain decoder's, and a retried beam is chosen only for coverage).
+        A retry that fails leaves the plain beams as they are."""
+        from .rerank import missing_entities
+
+        todo = []
+        for k, beams in enumerate(results):
+            if isinstance(beams, str) or not entities[k]:
+                continue
+            best = min(missing_entities(text, entities[k]) for text, _ in beams)
+            if best:
+                todo.append((k, best))
+        if not todo:
+            return
+        try:
+            again = self._beam_search(
+                [prompts[k] for k, _ in todo], cap, [entities[k] for k, _ in todo], True
+            )
+        except Exception:  # noqa: BLE001 - the plain beams stand
+            return
+        self.retried += len(todo)
+        for (k, best), beams in zip(todo, again, strict=True):
+            known = {text for text, _ in results[k]}
+            results[k] = results[k] + [
+                (text, score)
+                for text, score in beams
+                if text not in known and missing_entities(text, entities[k]) < best
+            ]
 
     def _row(self, row: dict, beams, *, truncated: bool, error: str | None) -> dict:
         candidates = [

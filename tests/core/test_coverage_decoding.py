@@ -160,3 +160,28 @@ def test_the_decoding_switches_are_off_by_default_and_leave_the_fingerprint_alon
     assert "verdict" not in GenerateConfig(verdict=False).decoding()
     with pytest.raises(ValueError):
         GenerateConfig(coverage_max_hold=-1)
+
+
+@pytest.mark.parametrize("beams", [1, 3])
+def test_coverage_retry_adds_covering_beams_after_the_plain_ones(llama_dir, beams):
+    """`coverage_retry`: the plain beams all drop the record (the head ends at once), so the
+    record is decoded again with coverage decoding; its beams that mention more join after the
+    plain ones: the top beam stays the plain one, the chosen text is a covering one. A record
+    the plain decoder covers is not decoded again."""
+    gen = generator(llama_dir, beams, coverage_retry=True, coverage_bonus=50.0)
+    gen.rerank, gen.coverage = True, True
+    (row,) = gen.generate_rows([ROW])
+    plain_texts = [c["text"] for c in row["candidates"][:beams]]
+    (plain,) = generator(llama_dir, beams).generate_rows([ROW])
+    assert plain_texts == [c["text"] for c in plain["candidates"]]
+    added = row["candidates"][beams:]
+    assert added and all(missing_entities(c["text"], ENTITIES) < 3 for c in added)
+    assert missing_entities(row["text"], ENTITIES) == min(
+        missing_entities(c["text"], ENTITIES) for c in added
+    )
+    assert gen.retried == 1
+    covered = {**ROW, "entities": []}  # nothing to mention: never retried
+    gen.generate_rows([covered])
+    assert gen.retried == 1
+    with pytest.raises(ValueError, match="coverage_retry needs generate.coverage"):
+        GenerateConfig(coverage_retry=True)
