@@ -52,7 +52,7 @@ def _publish(stage: str, manifest: dict) -> dict:
         f"| {counts['read']} | {counts['written']} | {counts['quarantined']} | "
         f"{counts['records']} |\n\n"
         + (f"| reason | count |\n|---|---|\n{reasons}" if reasons else ""),
-        key=f"{stage}-counts",
+        key=f"{stage.replace('_', '-')}-counts",  # Prefect: lowercase, digits and dashes
         description=f"{stage} counts",
     )
     return manifest
