@@ -17,7 +17,11 @@ from .conftest import TINY
 def test_run_with_storage_on_s3(s3_env, tmp_path):
     root = f"{s3_env}/prod"
     env = {**os.environ, "PREFECT_HOME": str(tmp_path / "home"), "PYTHONWARNINGS": "ignore"}
-    overrides = [arg for o in [f"storage={root}", *TINY] for arg in ("--set", o)]
+    # scratch models: this test is about where the stages and models land, not their quality
+    # (the demo's packaged SmolLM2 and MiniLM made it the suite's slowest test, 5.7 min)
+    scratch = ["lm.base=scratch:tiny", "lm.freeze_layers=0", "lm.freeze_embeddings=false",
+               "classifier.base=scratch:tiny"]  # fmt: skip
+    overrides = [arg for o in [f"storage={root}", *TINY, *scratch] for arg in ("--set", o)]
     cmd = [sys.executable, "-m", "datatuner_core.cli", "run", "configs/demo.yaml",
            "--run-id", "s3run", *overrides]  # fmt: skip
     proc = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=1200)
