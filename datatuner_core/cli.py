@@ -233,12 +233,58 @@ def cmd_run(args: argparse.Namespace) -> dict:
     config = load_config(args.config, args.overrides)
     check(config)  # one line on a bad config, before Prefect
     run_id = args.run_id or new_run_id(config.name)
-    _log_to(args, RunPaths(config.storage, run_id).run, f"{args.command}.log")
+    _before_flow(args, RunPaths(config.storage, run_id).run, f"{args.command}.log")
     from flows.pipeline import pipeline
 
     summary = pipeline(args.config, args.overrides, run_id)
     _print_headline(summary)
     return summary
+
+
+def _before_flow(args: argparse.Namespace, folder: str, name: str, sub: str = "") -> None:
+    """What every flow command does once its arguments are valid: the log file, then Prefect's
+    temporary API server where no PREFECT_API_URL names one."""
+    _log_to(args, folder, name, sub)
+    _start_temporary_server()
+
+
+def _start_temporary_server() -> None:
+    """Start Prefect's temporary API server now, in a session of its own (where no API URL is
+    set). Prefect would start it on the first flow run, in this terminal's process group: a
+    Ctrl-C would then stop the server with the run, and the run, stopping, would wait minutes
+    for the server to hear of it and fail with a connection error instead of saying what it
+    kept. On Linux the server still ends when this process does, even by SIGKILL
+    (PR_SET_PDEATHSIG); elsewhere Prefect stops it at exit as before."""
+    import subprocess
+
+    from prefect.settings import PREFECT_API_URL
+
+    if PREFECT_API_URL.value():
+        return
+    from prefect.server.api.server import SubprocessASGIServer
+
+    popen = subprocess.Popen
+
+    def apart(*args, **kwargs):
+        kwargs.update(start_new_session=True, preexec_fn=_end_with_parent)
+        return popen(*args, **kwargs)
+
+    subprocess.Popen = apart  # only for this one start: Prefect's own Popen call
+    try:
+        SubprocessASGIServer().start()
+    finally:
+        subprocess.Popen = popen
+
+
+def _end_with_parent() -> None:
+    """In the child, before exec: SIGTERM when the parent process dies (Linux; else nothing)."""
+    import ctypes
+    import signal
+
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
 
 
 def _log_to(args: argparse.Namespace, folder: str, name: str, sub: str = "") -> None:
@@ -321,7 +367,7 @@ def cmd_retrain(args: argparse.Namespace) -> dict:
     config = load_config(args.config, args.overrides)
     check(config)  # one line on a bad config, before Prefect
     run_id = args.run_id or new_run_id(config.name)
-    _log_to(args, RunPaths(config.storage, run_id).run, f"{args.command}.log")
+    _before_flow(args, RunPaths(config.storage, run_id).run, f"{args.command}.log")
     from flows.retrain import retrain
 
     return retrain(args.config, args.overrides, run_id)
@@ -337,7 +383,7 @@ def cmd_verbalize(args: argparse.Namespace) -> dict:
 
     if not args.format and input_stage(args.input) is None:
         raise UsageError(f"--format is required: {args.input} is not a stage folder")
-    _log_to(args, args.output, "verbalize.log", sub="_stages")
+    _before_flow(args, args.output, "verbalize.log", sub="_stages")
 
     return verbalize(
         args.input, args.format, args.output, args.registry, args.lm, args.classifier,

@@ -173,6 +173,14 @@ class GenerateConfig(_Strict):
     )
     batch_size: int = Field(32, ge=1)
     actors: int = Field(1, ge=1, description="Ray Data actors holding the models")
+    block_s: float = Field(
+        30.0,
+        ge=0,
+        description="seconds between the finished blocks generation writes as texts come back "
+        "(each a Parquet part and a journal entry in the output's `_blocks/`): a killed or "
+        "stopped run loses at most this much finished work plus the batches in flight, and the "
+        "same command again generates only the records no finished block holds",
+    )
     rerank: bool = Field(True, description="false gives the top beam (the paper's No_FC)")
     length_penalty: float = Field(1.0, description="beam score = log-prob / length ** this")
     repetition_penalty: float = Field(1.0, ge=1.0, description="1.0 = off")

@@ -138,14 +138,16 @@ def _worker_lines(data: dict) -> None:
 class Progress:
     """`label done / total unit (rate/s, ETA m:ss)` on stderr, at most every `every` seconds."""
 
-    def __init__(self, label: str, total: int | None, unit: str = "records", every: float = 10.0):
+    def __init__(self, label: str, total: int | None, unit: str = "records", every: float = 10.0,
+                 start: int = 0):  # fmt: skip
         self.label, self.total, self.unit, self.every = label, total, unit, every
+        self.start = start  # done before this run (kept from an earlier one): not in the rate
         self.started = time.monotonic()
         self.last = 0.0
 
     def line(self, done: int) -> str:
         elapsed = max(time.monotonic() - self.started, 1e-9)
-        rate = done / elapsed
+        rate = (done - self.start) / elapsed
         total = f" / {self.total:,}" if self.total else ""
         eta = ""
         if self.total and rate > 0 and done < self.total:

@@ -440,6 +440,8 @@ def generate_stage(
     length_sort: bool = True,
     storage_options: dict | None = None,
     force: bool = False,
+    block_s: float = 30.0,
+    on_progress=None,
 ) -> dict:
     """Generate for the rows of `split` (all rows if None) of a linearized stage on Ray Data and
     write the generations stage. `decoding`: more `Generator` keywords (length_penalty,
@@ -453,9 +455,14 @@ def generate_stage(
     Data sort: one shuffle of the inputs before generation starts), so each beam search batches
     records of like length: less padding, and fewer decoding steps spent waiting for the
     longest text of a batch. The stage's rows come out in that order. Without it, each actor
-    call sorts only its own block of `4 x batch_size` records."""
-    import ray
+    call sorts only its own block of `4 x batch_size` records.
 
+    Resumable (`blocks.py`): the texts are written in blocks as they come back, one at least
+    every `block_s` seconds, each a Parquet part and a journal entry. A run killed or stopped
+    (Ctrl-C) keeps its finished blocks; the same call again generates only the records no
+    finished block holds, and its manifest lists the kept parts beside the new ones (each id
+    once). `force` forgets them. `on_progress(done, total)` is called after each block."""
+    from .blocks import BlockBuffer, BlockJournal
     from .console import Progress
     from .schema import GENERATIONS
     from .training import ensure_ray
@@ -480,30 +487,102 @@ def generate_stage(
     if rerank and classifier_uri is None:
         raise ValueError("reranking needs a classifier: give classifier_uri or set rerank=false")
 
-    ensure_ray()
-    files = storage.stage_files(linearized_uri, storage_options)
-    total = sum(f["rows"] for f in source["files"])
-    # Blocks of a few batches: results stream back (progress, bounded memory) instead of one
-    # output block per input file.
-    blocks = max(1, min(10_000, -(-total // (batch_size * 4))))
+    # the lock first: an output that cannot be written fails before Ray starts; the finished
+    # blocks of an earlier attempt with this fingerprint (killed, stopped) are kept
+    writer = storage.StageWriter(
+        output_uri, "generate", GENERATIONS, storage_options=storage_options
+    )
+    with writer:
+        journal = BlockJournal(output_uri, fp, storage_options)
+        if force:
+            journal.clear()
+        kept = journal.finished()
+        for entry in kept:
+            writer.adopt(entry)
+        done = [i for entry in kept for i in entry["ids"]]
+        ensure_ray()
+        files = storage.stage_files(linearized_uri, storage_options)
+        todo = _count_rows(files, split, storage_options)
+        todo = todo if max_records is None else min(todo, max_records)
+        if kept:
+            print(f"[generate] resuming: {len(done):,} of {todo:,} records kept from "
+                  f"{len(kept)} finished blocks under {journal.loc.uri}",
+                  file=sys.stderr, flush=True)  # fmt: skip
+        batches = []
+        if todo > len(done):
+            ds = _dataset(files, split, max_records, done, length_sort, batch_size, todo,
+                          storage_options)  # fmt: skip
+            ds = _generation_actors(
+                ds, lm_uri, classifier_uri, beams, max_new_tokens, batch_size, actors, rerank,
+                decoding, storage_options,
+            )  # fmt: skip
+            batches = ds.iter_batches(batch_size=None, batch_format="pyarrow")
+        progress = Progress("[generate]", todo, start=len(done))
+        started, seen = time.time(), len(done)
+
+        def on_block(entry: dict) -> None:
+            writer.adopt(entry)
+            if on_progress is not None:
+                on_progress(seen, todo)
+
+        buffer = BlockBuffer(journal, GENERATIONS, block_s, on_block)
+        try:
+            for batch in batches:
+                for row in batch.to_pylist():
+                    flags = (
+                        ("generation_errors", row["error"]),
+                        ("truncated_inputs", row["truncated"]),
+                    )
+                    buffer.add(row, tuple(name for name, on in flags if on))
+                seen += batch.num_rows
+                if buffer.due():
+                    buffer.flush()
+                progress(seen, final=seen >= todo)
+            buffer.flush()
+        except KeyboardInterrupt:
+            buffer.flush()  # the texts already back are kept
+            print(f"[generate] stopped: {writer.stats.written:,} of {todo:,} records are kept in "
+                  f"finished blocks under {journal.loc.uri}; the same command again generates "
+                  "only the others", file=sys.stderr, flush=True)  # fmt: skip
+            raise
+        new = seen - len(done)
+        resumed = {"blocks_kept": len(kept), "records_kept": len(done), "records_generated": new}
+        extra = {"records_per_s": round(new / max(time.time() - started, 1e-9), 2),
+                 "write_s": round(buffer.write_s, 3), "resumed": resumed}  # fmt: skip
+        return writer.commit(inputs=inputs, fingerprint=fp, config=config, extra=extra)
+
+
+def _dataset(files, split, max_records, done, length_sort, batch_size, todo, storage_options):
+    """The Ray dataset of the records to generate: `split`'s rows (all if None), the first
+    `max_records`, less the ids in `done` (kept from an earlier attempt), sorted by length."""
+    from ray.data.expressions import col
+
     ds = _read_parquet(files, storage_options)
     if split is not None:
-        from ray.data.expressions import col
-
         ds = ds.filter(expr=col("split") == split)  # a predicate Ray Data pushes down
     if max_records is not None:
         ds = ds.limit(max_records)
+    if done:
+        ds = ds.filter(expr=col("id").not_in(done))
     if length_sort:
         ds = ds.add_column("_length", _linearized_length, batch_format="pyarrow")
         ds = ds.sort("_length").drop_columns(["_length"])
-    ds = ds.repartition(blocks)
+    # Blocks of a few batches: results stream back (progress, bounded memory) instead of one
+    # output block per input file.
+    return ds.repartition(max(1, min(10_000, -(-(todo - len(done)) // (batch_size * 4)))))
+
+
+def _generation_actors(ds, lm_uri, classifier_uri, beams, max_new_tokens, batch_size, actors,
+                       rerank, decoding, storage_options):  # fmt: skip
+    import ray
+
     plan = actor_plan(
         actors, ray.cluster_resources().get("CPU", 1), ray.cluster_resources().get("GPU", 0)
     )
     if plan["actors"] != actors:
         print(f"[generate] {actors} actors asked, {plan['actors']} started: {plan['why']}",
               file=sys.stderr, flush=True)  # fmt: skip
-    ds = ds.map_batches(
+    return ds.map_batches(
         Generator,
         fn_constructor_args=(lm_uri, classifier_uri),
         fn_constructor_kwargs={
@@ -521,25 +600,6 @@ def generate_stage(
         num_gpus=plan["num_gpus"],
         num_cpus=plan["num_cpus"],
     )
-    writer = storage.StageWriter(
-        output_uri, "generate", GENERATIONS, storage_options=storage_options
-    )
-    started, seen = time.time(), 0
-    todo = _count_rows(files, split, storage_options)
-    if max_records is not None:
-        todo = min(todo, max_records)
-    progress = Progress("[generate]", todo)
-    for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
-        for row in batch.to_pylist():
-            writer.add_counted(row)
-            if row["error"]:
-                writer.stats.note("generation_errors")
-            if row["truncated"]:
-                writer.stats.note("truncated_inputs")
-        seen += batch.num_rows
-        progress(seen, final=seen >= todo)
-    extra = {"records_per_s": round(seen / max(time.time() - started, 1e-9), 2)}
-    return writer.commit(inputs=inputs, fingerprint=fp, config=config, extra=extra)
 
 
 def actor_plan(actors: int, cpus: float, gpus: float) -> dict:

@@ -9,8 +9,9 @@ A stage folder holds `part-{attempt}-NNNNN.parquet`, `_quarantine/part-{attempt}
 new attempt never overwrites a shard that the current manifest lists. The manifest is written last,
 in one atomic step, and names exactly the stage's shards: read a stage by its manifest. After the
 manifest, the commit removes the `part-*` files at the folder's top level and in its `_quarantine/`
-that the manifest does not list (earlier generations, killed attempts) and nothing else: a subfolder
-is never this stage's, so stages nested inside it keep every file.
+that the manifest does not list (earlier generations, killed attempts, unused blocks) and the
+journal of a resumable stage (`_blocks/`, see `blocks.py`), and nothing else: another subfolder is
+never this stage's, so stages nested inside it keep every file.
 
 One writer per stage folder (`StageLock`): a second writer waits up to `lock_wait_s`
 (`DATATUNER_LOCK_WAIT_S`, default 0) and then fails with one line naming the stage.
@@ -701,6 +702,19 @@ class StageWriter:
         self.stats.written += 1
         self.stats.records += 1
 
+    def adopt(self, block: dict) -> None:
+        """List a finished block's part (`blocks.BlockJournal`: written by this attempt or an
+        earlier one of the same fingerprint) as one of the stage's shards, as it is, and count
+        its rows: one input row each, written, one record."""
+        self.out.flush()  # the sink's own rows keep their order before the block's
+        keep = ("path", "rows", "bytes", "sha256", "etag")
+        self.out.files.append({k: block[k] for k in keep if k in block})
+        self.stats.read += block["rows"]
+        self.stats.written += block["rows"]
+        self.stats.records += block["rows"]
+        for name, n in (block.get("notes") or {}).items():
+            self.stats.note(name, n)
+
     def quarantine(self, row: dict, units: int = 1) -> None:
         self.bad.add(row)
         self.stats.quarantined += units
@@ -778,10 +792,31 @@ class StageWriter:
 
     def _remove_unlisted(self, manifest: dict) -> None:
         """Remove the `part-*` files (and their temporary files) at the top level and in
-        `_quarantine/` that `manifest` does not list: earlier generations and killed attempts.
-        Never anything in another subfolder: a folder nested here is not this stage's."""
+        `_quarantine/` that `manifest` does not list: earlier generations and killed attempts;
+        and the journal of a resumable stage (`_blocks/`). Never anything in another subfolder:
+        a folder nested here is not this stage's."""
         keep = {f["path"] for f in manifest["files"] + manifest["quarantine_files"]}
         self._remove_shards(lambda name: name not in keep)
+        self._remove_blocks()
+
+    def _remove_blocks(self) -> None:
+        """The journal of a resumable stage (`_blocks/`, `blocks.BlockJournal`): its parts are
+        top-level `part-*` files, listed or removed like any shard."""
+        from .blocks import BLOCKS_DIR
+
+        root = self.loc.child(BLOCKS_DIR)
+        for folder in _ls(root):
+            sub = root.child(folder["name"].rstrip("/").rsplit("/", 1)[-1])
+            for entry in _ls(sub) if folder.get("type") == "directory" else [folder]:
+                if entry.get("type") == "file":
+                    with contextlib.suppress(FileNotFoundError):
+                        root.fs.rm(entry["name"])
+            if self.loc.is_local:
+                with contextlib.suppress(OSError):
+                    os.rmdir(sub.path)
+        if self.loc.is_local:
+            with contextlib.suppress(OSError):
+                os.rmdir(root.path)
 
     def _remove_shards(self, remove: Callable[[str], bool]) -> None:
         for folder, prefix in ((self.loc, ""), (self.loc.child(QUARANTINE_DIR), QUARANTINE_DIR)):

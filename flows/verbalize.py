@@ -88,6 +88,7 @@ def verbalize(input_uri: str, fmt: str | None, output: str, registry_uri: str | 
         "shards": len(generated["files"]), "skipped": bool(generated.get("skipped")),
         "generations": counts["written"],
         "generation_errors": counts["notes"].get("generation_errors", 0),
+        "resumed": (generated.get("extra") or {}).get("resumed"),
         "models": {"lm": lm, "classifier": classifier},
         "generate": config.generate.model_dump(mode="json"),
     }  # fmt: skip

@@ -133,16 +133,39 @@ def hard_negatives_task(corruptions: str, beams: str, output: str) -> dict:
 
 @io_task
 def generate_task(linearized: str, output: str, lm: str, classifier: str | None, generate, split):
-    """Generate and rerank on Ray Data."""
+    """Generate and rerank on Ray Data; a progress artifact follows the finished blocks."""
     from datatuner_core.generate import generate_stage
 
     manifest = generate_stage(
         linearized, output, lm_uri=lm, classifier_uri=classifier, beams=generate.beams,
         max_new_tokens=generate.max_new_tokens, batch_size=generate.batch_size,
         actors=generate.actors, rerank=generate.rerank, decoding=generate.decoding(),
-        split=split, length_sort=generate.length_sort,
+        split=split, length_sort=generate.length_sort, block_s=generate.block_s,
+        on_progress=_ProgressArtifact(f"generate → {output}"),
     )  # fmt: skip
     return _publish("generate", manifest)
+
+
+class _ProgressArtifact:
+    """A Prefect progress artifact (percent done), created at the first call, then updated."""
+
+    def __init__(self, description: str):
+        self.description, self.id = description, None
+
+    def __call__(self, done: int, total: int) -> None:
+        from prefect.artifacts import create_progress_artifact, update_progress_artifact
+
+        percent = 100.0 * done / max(total, 1)
+        text = f"{self.description}: {done:,} / {total:,} records"
+        try:
+            if self.id is None:
+                self.id = create_progress_artifact(
+                    percent, key="generate-progress", description=text
+                )
+            else:
+                update_progress_artifact(self.id, percent, description=text)
+        except Exception as exc:  # noqa: BLE001 - a progress display never stops the work
+            get_run_logger().warning("progress artifact not updated: %s", exc)
 
 
 @io_task

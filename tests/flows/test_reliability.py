@@ -1,5 +1,6 @@
-"""Reliability: SIGKILL during generation then re-run; an S3 endpoint that goes away for a few
-seconds; credentials kept out of logs, manifests and artifacts; two runs at once on one root."""
+"""Reliability: a generation killed (SIGKILL) and stopped (Ctrl-C) resumes from its finished
+blocks; an S3 endpoint that goes away for a few seconds; credentials kept out of logs, manifests
+and artifacts; two runs at once on one root."""
 
 from __future__ import annotations
 
@@ -49,32 +50,71 @@ def _last_json(text: str) -> dict:
     return json.loads(text.strip().splitlines()[-1])
 
 
-def test_sigkill_during_generation_then_rerun(trained_run, tmp_path):
-    root, _ = trained_run
-    source = str(_jsonl(tmp_path / "in.jsonl", 400))
-    out = str(tmp_path / "out")
-    cmd = _verbalize_cmd(root, source, out)
-    env = _env(tmp_path / "home")
-    log = open(tmp_path / "first.log", "w")
+def _journal(out: Path) -> dict[str, dict]:
+    """The finished blocks of a generations stage's journal, by part name."""
+    entries = [json.loads(p.read_text()) for p in out.glob("_blocks/*/block-*.json")]
+    return {e["part"]: e for e in entries}
+
+
+def _stop_after_new_block(cmd, env, log_path: Path, out: Path, sig) -> subprocess.Popen:
+    """Start `cmd`, wait until it has finished a block of its own, then send `sig` to its
+    process group (a terminal's Ctrl-C reaches the whole foreground group)."""
+    before = set(_journal(out))
+    log = open(log_path, "w")
     proc = subprocess.Popen(cmd, env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
                             start_new_session=True)  # fmt: skip
     deadline = time.monotonic() + 300
-    while "[generate] " not in (tmp_path / "first.log").read_text():  # generation is under way
-        assert proc.poll() is None and time.monotonic() < deadline, "generation never started"
-        time.sleep(0.5)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    assert not (tmp_path / "out" / "_manifest.json").exists()  # no half stage is visible
-    linearized = tmp_path / "out" / "_stages" / "linearized" / "_manifest.json"
+    while not set(_journal(out)) - before:
+        assert proc.poll() is None, log_path.read_text()[-3000:]
+        assert time.monotonic() < deadline, "no block finished"
+        time.sleep(0.05)
+    os.killpg(proc.pid, sig)
+    proc.wait(timeout=120)
+    return proc
+
+
+def test_killed_then_stopped_generation_resumes_from_its_finished_blocks(trained_run, tmp_path):
+    """SIGKILL after some blocks, then Ctrl-C (SIGINT) after more, then a run to the end: the
+    finished blocks are kept as they are, never generated again, every id exactly once."""
+    root, _ = trained_run
+    source = str(_jsonl(tmp_path / "in.jsonl", 400))
+    out = tmp_path / "out"
+    cmd = _verbalize_cmd(root, source, str(out), "--set", "generate.block_s=0")
+    env = _env(tmp_path / "home")
+
+    _stop_after_new_block(cmd, env, tmp_path / "first.log", out, signal.SIGKILL)
+    assert not (out / "_manifest.json").exists()  # no half stage is visible
+    killed = _journal(out)
+    linearized = out / "_stages" / "linearized" / "_manifest.json"
     before = json.loads(linearized.read_text())["timings"]
+
+    second = _stop_after_new_block(cmd, env, tmp_path / "second.log", out, signal.SIGINT)
+    log = (tmp_path / "second.log").read_text()
+    assert second.returncode == 130, log[-3000:]
+    kept_first = sum(e["rows"] for e in killed.values())
+    assert f"[generate] resuming: {kept_first} of 400 records kept" in log
+    stopped = _journal(out)
+    assert set(killed) < set(stopped)  # the killed run's blocks were kept, more were added
+    kept = sum(e["rows"] for e in stopped.values())
+    assert f"[generate] stopped: {kept} of 400 records are kept" in log
+    assert not (out / "_manifest.json").exists()
 
     rerun = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=900)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     summary = _last_json(rerun.stdout)
     assert summary["generations"] == 400 and summary["read"] == 400
+    assert summary["resumed"] == {"blocks_kept": len(stopped), "records_kept": kept,
+                                  "records_generated": 400 - kept}  # fmt: skip
+    assert 0 < kept < 400
     assert json.loads(linearized.read_text())["timings"] == before  # finished stage skipped
-    ids = [r["id"] for r in storage.read_stage(out).to_pylist()]
+    manifest = storage.read_manifest(str(out))
+    listed = {f["path"].rsplit("/", 1)[-1]: f["sha256"] for f in manifest["files"]}
+    assert all(listed[part] == e["sha256"] for part, e in stopped.items())  # kept as they were
+    ids = [r["id"] for r in storage.read_stage(str(out)).to_pylist()]
     assert len(ids) == len(set(ids)) == 400
+    kept_ids = {i for e in stopped.values() for i in e["ids"]}
+    assert len(kept_ids) == kept
+    assert _journal(out) == {}  # the journal goes with the commit; the parts stay, listed
 
 
 def test_s3_outage_is_retried_and_secrets_stay_out(trained_run, moto_server, tmp_path):

@@ -1,0 +1,198 @@
+"""End to end on a knowledge-graph dump: synthetic N-Triples -> `datatuner verbalize`.
+
+For each size, a DBpedia-like dump of that many subjects (the generator of benchmarks/ingest.py:
+labels in several languages, IRI objects, typed and language-tagged literals, lines shuffled in
+blocks) plus the bad lines a real dump has (one in 500: a truncated line, a missing terminator,
+an unclosed IRI, a literal with a broken escape) is verbalized by the CLI in a fresh process, as
+a user runs it. Measured per size:
+
+- wall time, records generated per second (over the wall time and over the generate stage) and
+  per core;
+- peak RSS of the driver (the `datatuner` process) and of the rest of its process tree: Ray's
+  workers and actors (largest one and sum) and the rest (Ray's own daemons, Prefect's server),
+  polled every 0.2 s;
+- the share of the wall time per stage: ingest, linearize and generate from the manifests'
+  timings, `write` (the generate stage writing its blocks) from its manifest, and the rest
+  (start-up of Prefect and Ray, model loading);
+- `read == written + quarantined` at ingest, and one generation per ingested record;
+- the projection for 10^7 subjects on 1, 4 and 16 nodes like this one (generation scales with
+  the actors; ingest and linearize run once, on the driver's node).
+
+    .venv/bin/python benchmarks/dump.py --lm URI --classifier URI --subjects 1000 10000 \
+        [--set generate.beams=2 ...] [--json benchmarks/results/dump-tiny.json]
+
+Models: any LM / classifier versions, e.g. those of `datatuner run --config
+configs/webnlg-tiny.yaml` (the `tiny` preset) or of the smol preset (`--subjects 200`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psutil
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from ingest import BLOCK_SUBJECTS, subject_lines  # noqa: E402
+
+BAD_EVERY = 500
+BAD_LINES = [
+    "<http://dbpedia.org/resource/Truncated> <http://dbpedia.org/ontology/location>",
+    '<http://dbpedia.org/resource/NoDot> <http://www.w3.org/2000/01/rdf-schema#label> "x"@en',
+    "<http://dbpedia.org/resource/Open <http://dbpedia.org/ontology/owner> <http://x.org/y> .",
+    '<http://dbpedia.org/resource/Esc> <http://dbpedia.org/ontology/abstract> "bad \\q esc" .',
+]
+
+
+def write_dump(path: Path, n_subjects: int, seed: int = 0) -> dict:
+    """A dump of `n_subjects` subjects with a bad line every BAD_EVERY lines."""
+    rng = random.Random(seed)
+    lines_written = bad = 0
+    with open(path, "w", encoding="utf-8") as f:
+        f.write("# synthetic DBpedia-like dump with bad lines\n")
+        for start in range(0, n_subjects, BLOCK_SUBJECTS):
+            block: list[str] = []
+            for i in range(start, min(n_subjects, start + BLOCK_SUBJECTS)):
+                block.extend(subject_lines(rng, i, n_subjects))
+            rng.shuffle(block)
+            for line in block:
+                f.write(line + "\n")
+                lines_written += 1
+                if lines_written % BAD_EVERY == 0:
+                    f.write(BAD_LINES[bad % len(BAD_LINES)] + "\n")
+                    bad += 1
+    return {"subjects": n_subjects, "lines": lines_written + bad, "bad_lines": bad,
+            "bytes": path.stat().st_size}  # fmt: skip
+
+
+def _kind(proc: psutil.Process, driver: int) -> str:
+    if proc.pid == driver:
+        return "driver"
+    try:
+        name = " ".join(proc.cmdline()[:3])
+    except psutil.Error:
+        return "other"
+    return "ray_workers" if "ray::" in name or "default_worker.py" in name else "other"
+
+
+def run(cmd: list[str], env: dict, log: Path) -> dict:
+    """Run the CLI; peak RSS by kind over its process tree, polled every 0.2 s."""
+    started = time.perf_counter()
+    with open(log, "w") as out:
+        proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+        root = psutil.Process(proc.pid)
+        peak = {"driver": 0, "ray_workers_sum": 0, "ray_worker_max": 0, "other": 0}
+        while proc.poll() is None:
+            now = {"driver": 0, "ray_workers_sum": 0, "ray_worker_max": 0, "other": 0}
+            try:
+                tree = [root, *root.children(recursive=True)]
+            except psutil.Error:
+                tree = []
+            for p in tree:
+                try:
+                    rss = p.memory_info().rss
+                except psutil.Error:
+                    continue
+                kind = _kind(p, proc.pid)
+                if kind == "ray_workers":
+                    now["ray_workers_sum"] += rss
+                    now["ray_worker_max"] = max(now["ray_worker_max"], rss)
+                else:
+                    now[kind] += rss
+            peak = {k: max(peak[k], now[k]) for k in peak}
+            time.sleep(0.2)
+    wall = time.perf_counter() - started
+    text = log.read_text()
+    if proc.returncode != 0:
+        raise RuntimeError(f"verbalize failed ({proc.returncode}), see {log}:\n{text[-3000:]}")
+    summary = json.loads(text.strip().splitlines()[-1])
+    return {"wall_s": wall, "peak_rss_mib": {k: round(v / 2**20, 1) for k, v in peak.items()},
+            "summary": summary}  # fmt: skip
+
+
+def stage_seconds(out: Path) -> dict:
+    def manifest(path: Path) -> dict:
+        return json.loads((path / "_manifest.json").read_text())
+
+    gen = manifest(out)
+    return {
+        "ingest": manifest(out / "_stages" / "records")["timings"]["seconds"],
+        "linearize": manifest(out / "_stages" / "linearized")["timings"]["seconds"],
+        "generate": gen["timings"]["seconds"],
+        "write": (gen.get("extra") or {}).get("write_s", 0.0),
+        "ingest_counts": manifest(out / "_stages" / "records")["counts"],
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--lm", required=True)
+    parser.add_argument("--classifier", required=True)
+    parser.add_argument("--subjects", type=int, nargs="+", default=[1000, 10000])
+    parser.add_argument("--set", action="append", default=[], dest="overrides")
+    parser.add_argument("--json", help="write the results here")
+    parser.add_argument("--keep", help="keep the dumps and outputs under this folder")
+    args = parser.parse_args(argv)
+    cores = os.cpu_count() or 1
+    work = Path(args.keep or tempfile.mkdtemp(prefix="dump-bench-"))
+    work.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "PREFECT_HOME": str(work / "prefect")}
+    rows = []
+    for n in args.subjects:
+        dump = work / f"dump-{n}.nt"
+        shape = write_dump(dump, n)
+        out = work / f"out-{n}"
+        cmd = [sys.executable, "-m", "datatuner_core.cli", "verbalize", "--input", str(dump),
+               "--format", "ntriples", "--output", str(out), "--lm", args.lm,
+               "--classifier", args.classifier,
+               *[a for s in args.overrides for a in ("--set", s)]]  # fmt: skip
+        result = run(cmd, env, work / f"verbalize-{n}.log")
+        stages = stage_seconds(out)
+        counts = stages.pop("ingest_counts")
+        assert counts["read"] == counts["written"] + counts["quarantined"], counts
+        generated = result["summary"]["generations"]
+        assert generated == counts["written"], (generated, counts)
+        wall = result["wall_s"]
+        named = stages["ingest"] + stages["linearize"] + stages["generate"]
+        share = {k: round(v / wall, 3) for k, v in stages.items()}
+        share["generate"] = round((stages["generate"] - stages["write"]) / wall, 3)
+        share["startup_and_rest"] = round(max(0.0, wall - named) / wall, 3)
+        gen_rate = generated / max(stages["generate"], 1e-9)
+        row = {
+            **shape,
+            "records": generated,
+            "quarantined": counts["quarantined"],
+            "quarantined_by_reason": counts["quarantined_by_reason"],
+            "wall_s": round(wall, 1),
+            "records_per_s_wall": round(generated / wall, 2),
+            "records_per_s_generate": round(gen_rate, 2),
+            "records_per_s_per_core": round(gen_rate / cores, 2),
+            "stage_s": {k: round(v, 1) for k, v in stages.items()},
+            "share_of_wall": share,
+            "peak_rss_mib": result["peak_rss_mib"],
+        }
+        ingest_rate = n / max(stages["ingest"] + stages["linearize"], 1e-9)
+        row["projection_1e7_subjects_h"] = {
+            f"{nodes}_nodes": round((1e7 / ingest_rate + 1e7 / (gen_rate * nodes)) / 3600, 1)
+            for nodes in (1, 4, 16)
+        }
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    result = {"benchmark": "dump -> verbalize", "cores": cores, "overrides": args.overrides,
+              "lm": args.lm, "classifier": args.classifier, "rows": rows}  # fmt: skip
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
