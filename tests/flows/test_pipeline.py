@@ -36,6 +36,16 @@ def test_pipeline_writes_generations_report_and_registers(trained_run):
             assert g["fidelity_label"] != "accurate"
     metrics = json.loads((root / "runs" / "run1" / "report" / "metrics.json").read_text())
     assert metrics["n"] == 30 and summary["metrics"]["bleu"] == metrics["bleu"]
+    # a progress artifact followed each generate stage's blocks to its end
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    with get_client(sync_client=True) as client:
+        progress = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["generate-progress"]))
+        )
+    finals = [a for a in progress if a.description.endswith("30 / 30 records")]
+    assert finals and all(a.type == "progress" and float(a.data) == 100.0 for a in finals)
     for name in ("report.md", "labels.png", "coverage.png"):
         assert (root / "runs" / "run1" / "report" / name).exists()
     for kind in registry.KINDS:
