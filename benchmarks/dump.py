@@ -8,9 +8,10 @@ a user runs it. Measured per size:
 
 - wall time, records generated per second (over the wall time and over the generate stage) and
   per core;
-- peak RSS of the driver (the `datatuner` process) and of the rest of its process tree: Ray's
-  workers and actors (largest one and sum) and the rest (Ray's own daemons, Prefect's server),
-  polled every 0.2 s;
+- peak private memory (RSS less shared pages: Ray maps its object store into every worker) of
+  the driver (the `datatuner` process) and of the rest of its process tree: Ray's workers and
+  actors (largest one and sum) and the rest (Ray's own daemons, Prefect's server), polled every
+  0.2 s;
 - the share of the wall time per stage: ingest, linearize and generate from the manifests'
   timings, `write` (the generate stage writing its blocks) from its manifest, and the rest
   (start-up of Prefect and Ray, model loading);
@@ -99,9 +100,12 @@ def run(cmd: list[str], env: dict, log: Path) -> dict:
                 tree = []
             for p in tree:
                 try:
-                    rss = p.memory_info().rss
+                    info = p.memory_info()
                 except psutil.Error:
                     continue
+                # private memory: Ray maps its shared object store into every worker, and
+                # those pages would be counted once per process in the RSS
+                rss = info.rss - getattr(info, "shared", 0)
                 kind = _kind(p, proc.pid)
                 if kind == "ray_workers":
                     now["ray_workers_sum"] += rss
@@ -114,7 +118,7 @@ def run(cmd: list[str], env: dict, log: Path) -> dict:
     text = log.read_text()
     if proc.returncode != 0:
         raise RuntimeError(f"verbalize failed ({proc.returncode}), see {log}:\n{text[-3000:]}")
-    summary = json.loads(text.strip().splitlines()[-1])
+    summary = json.loads(next(ln for ln in reversed(text.splitlines()) if ln.startswith("{")))
     return {"wall_s": wall, "peak_rss_mib": {k: round(v / 2**20, 1) for k, v in peak.items()},
             "summary": summary}  # fmt: skip
 
@@ -158,9 +162,10 @@ def main(argv: list[str] | None = None) -> int:
         result = run(cmd, env, work / f"verbalize-{n}.log")
         stages = stage_seconds(out)
         counts = stages.pop("ingest_counts")
+        # ingest counts lines (triples); a subject becomes one record per max_triples triples
         assert counts["read"] == counts["written"] + counts["quarantined"], counts
         generated = result["summary"]["generations"]
-        assert generated == counts["written"], (generated, counts)
+        assert generated == counts["records"], (generated, counts)
         wall = result["wall_s"]
         named = stages["ingest"] + stages["linearize"] + stages["generate"]
         share = {k: round(v / wall, 3) for k, v in stages.items()}
@@ -170,6 +175,7 @@ def main(argv: list[str] | None = None) -> int:
         row = {
             **shape,
             "records": generated,
+            "triples_read": counts["read"],
             "quarantined": counts["quarantined"],
             "quarantined_by_reason": counts["quarantined_by_reason"],
             "wall_s": round(wall, 1),
@@ -180,9 +186,12 @@ def main(argv: list[str] | None = None) -> int:
             "share_of_wall": share,
             "peak_rss_mib": result["peak_rss_mib"],
         }
-        ingest_rate = n / max(stages["ingest"] + stages["linearize"], 1e-9)
+        ingest_rate = n / max(stages["ingest"] + stages["linearize"], 1e-9)  # subjects/s
+        per_subject = generated / n  # records per subject (max_triples splits large ones)
         row["projection_1e7_subjects_h"] = {
-            f"{nodes}_nodes": round((1e7 / ingest_rate + 1e7 / (gen_rate * nodes)) / 3600, 1)
+            f"{nodes}_nodes": round(
+                (1e7 / ingest_rate + 1e7 * per_subject / (gen_rate * nodes)) / 3600, 1
+            )
             for nodes in (1, 4, 16)
         }
         rows.append(row)
