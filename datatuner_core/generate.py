@@ -576,8 +576,10 @@ def _generation_actors(ds, lm_uri, classifier_uri, beams, max_new_tokens, batch_
                        rerank, decoding, storage_options):  # fmt: skip
     import ray
 
+    resources = ray.cluster_resources()
+    node_cpus = max((n["Resources"].get("CPU", 0) for n in ray.nodes() if n["Alive"]), default=0)
     plan = actor_plan(
-        actors, ray.cluster_resources().get("CPU", 1), ray.cluster_resources().get("GPU", 0)
+        actors, resources.get("CPU", 1), resources.get("GPU", 0), node_cpus=node_cpus or None
     )
     if plan["actors"] != actors:
         print(f"[generate] {actors} actors asked, {plan['actors']} started: {plan['why']}",
@@ -599,26 +601,34 @@ def _generation_actors(ds, lm_uri, classifier_uri, beams, max_new_tokens, batch_
         compute=ray.data.ActorPoolStrategy(size=plan["actors"]),
         num_gpus=plan["num_gpus"],
         num_cpus=plan["num_cpus"],
+        # one actor per node before a second on any (a node's loss costs the fewest actors)
+        scheduling_strategy="SPREAD",
     )
 
 
-def actor_plan(actors: int, cpus: float, gpus: float) -> dict:
+def actor_plan(actors: int, cpus: float, gpus: float, node_cpus: float | None = None) -> dict:
     """How `generate.actors` generation actors share the cluster. With GPUs: one GPU per actor,
     at most as many actors as GPUs (more would wait forever for a GPU), torch's own threads.
     On CPUs: the actors together leave one CPU for the read/repartition tasks (which would
     otherwise starve behind them) and each runs torch on its share of the cores (2 cores,
-    2 actors: one thread each; benchmarks/actors.py measures which is faster)."""
+    2 actors: one thread each; benchmarks/actors.py measures which is faster).
+    On a cluster (`node_cpus`: the largest node's CPUs) an actor never asks for more than a
+    node less one CPU: when a node is lost, its actors restart beside the survivors' and a
+    read task still fits (two 2-CPU nodes, 2 actors of 1.5 CPUs: after one node's loss the
+    restarted actor and the read tasks waited for each other forever)."""
     actors = max(1, int(actors))
+    node_cpus = float(node_cpus or cpus)
+    cap = max(0.25, node_cpus - 1.0)
     if gpus >= 1:
         n = min(actors, int(gpus))
         why = f"one GPU per actor, {int(gpus)} GPU(s)" if n < actors else ""
         return {"actors": n, "threads": None, "num_gpus": 1,
-                "num_cpus": max(0.25, (float(cpus) - 1.0) / n), "why": why}  # fmt: skip
+                "num_cpus": max(0.25, min(cap, (float(cpus) - 1.0) / n)), "why": why}  # fmt: skip
     return {
         "actors": actors,
-        "threads": max(1, int(float(cpus) // actors)),
+        "threads": max(1, int(min(float(cpus) // actors, node_cpus))),
         "num_gpus": 0,
-        "num_cpus": max(0.25, (float(cpus) - 1.0) / actors),
+        "num_cpus": max(0.25, min(cap, (float(cpus) - 1.0) / actors)),
         "why": "",
     }
 

@@ -120,3 +120,9 @@ def test_actor_plan_shares_the_cores_and_never_asks_for_more_gpus_than_there_are
     assert (gpu["actors"], gpu["num_gpus"], gpu["threads"]) == (1, 1, None)
     assert "one GPU per actor" in gpu["why"]
     assert actor_plan(2, 16.0, 4.0)["actors"] == 2 and actor_plan(2, 16.0, 4.0)["why"] == ""
+    # two 2-CPU nodes: an actor fits beside a read task on either node alone (after a node's
+    # loss its actor restarts on the survivor), never 1.5 CPUs that only an idle node can hold
+    cluster = actor_plan(2, 4.0, 0, node_cpus=2.0)
+    assert (cluster["num_cpus"], cluster["threads"]) == (1.0, 2)
+    assert actor_plan(2, 64.0, 0, node_cpus=16.0)["num_cpus"] == 15.0
+    assert actor_plan(8, 32.0, 0, node_cpus=2.0)["threads"] == 2
