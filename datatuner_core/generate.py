@@ -601,8 +601,8 @@ def _generation_actors(ds, lm_uri, classifier_uri, beams, max_new_tokens, batch_
         compute=ray.data.ActorPoolStrategy(size=plan["actors"]),
         num_gpus=plan["num_gpus"],
         num_cpus=plan["num_cpus"],
-        # one actor per node before a second on any (a node's loss costs the fewest actors)
-        scheduling_strategy="SPREAD",
+        # Ray Data places actors with its default strategy, SPREAD: one per node before a second
+        # on any, so a node's loss costs the fewest actors
     )
 
 
