@@ -303,6 +303,14 @@ def _log_to(args: argparse.Namespace, folder: str, name: str, sub: str = "") -> 
           file=sys.stderr, flush=True)  # fmt: skip
 
 
+def _standard_line(m: dict) -> str:
+    """chrF, NIST, ROUGE-L and CIDEr of a headline, and why METEOR is absent."""
+    names = (("chrF", "chrf"), ("NIST", "nist"), ("ROUGE-L", "rouge_l"), ("CIDEr", "cider"))
+    parts = [(name, m.get(key)) for name, key in names]
+    shown = ", ".join(f"{name} {'n/a' if v is None else f'{v:.2f}'}" for name, v in parts)
+    return f"{shown} (METEOR not computed offline: see the report)"
+
+
 def _print_headline(summary: dict) -> None:
     """A short human summary above the JSON line: the scores, three example texts, the paths."""
     m = summary.get("metrics") or {}
@@ -317,6 +325,7 @@ def _print_headline(summary: dict) -> None:
         f"run {summary['run_id']}: {m.get('n', 0)} texts",
         f"  BLEU {fmt('bleu')} (seen categories {fmt('bleu_seen')}, unseen {fmt('bleu_unseen')});"
         f" top beam alone {fmt('bleu_top_beam')}",
+        f"  {_standard_line(m)}",
         f"  texts missing a fact of their record: {fmt('records_missing_share', True)} "
         f"({fmt('missing_per_record')} missing, {fmt('hallucinated_per_record')} added per "
         f"record); labelled accurate: {fmt('accurate_rate', True)}",
@@ -398,6 +407,10 @@ def cmd_evaluate(args: argparse.Namespace) -> dict:
     parent = args.predictions.rstrip("/").rsplit("/", 1)[0] if "/" in args.predictions else "."
     out = args.output or storage.join_uri(parent, "report")
     files = report.write_report(metrics, out, title=f"datatuner evaluate: {args.predictions}")
+    head = evaluate.headline(metrics)
+    bleu = "n/a" if head["bleu"] is None else f"{head['bleu']:.2f}"
+    print(f"datatuner evaluate: {metrics['n']} texts: BLEU {bleu}, {_standard_line(head)}; "
+          f"report {out}/report.md", file=sys.stderr, flush=True)  # fmt: skip
     return {
         "command": "evaluate",
         "output": out,
@@ -409,7 +422,7 @@ def cmd_evaluate(args: argparse.Namespace) -> dict:
         "notes": {k: metrics[k] for k in ("n_failed", "n_without_references") if metrics.get(k)},
         "shards": len(files),
         "skipped": False,
-        "metrics": evaluate.headline(metrics),
+        "metrics": head,
         "files": files,
     }
 

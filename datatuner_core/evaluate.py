@@ -40,6 +40,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .corrupt import LABELS
+from .metrics import standard_metrics
 
 WEBNLG_SEEN = (
     "Airport",
@@ -572,6 +573,9 @@ def evaluate_generations(
     metrics["top_beam"] = scorer.scores(top) if has_top else None
     if has_top:
         metrics["changed_by_rerank"] = sum(r.get("text") != _top(r).get("text") for r in rows)
+    references = [r.get("references") for r in rows]
+    metrics["standard"] = standard_metrics(texts, references)
+    metrics["top_beam_standard"] = standard_metrics(top_texts, references) if has_top else None
 
     metrics["fidelity"] = {
         "chosen": label_summary(
@@ -654,6 +658,9 @@ def headline(metrics: dict) -> dict:
         "bleu_seen": get("seen", "bleu"),
         "bleu_unseen": get("unseen", "bleu"),
         "bleu_top_beam": get("top_beam", "bleu"),
+        "nist": get("standard", "nist"),
+        "rouge_l": get("standard", "rouge_l"),
+        "cider": get("standard", "cider"),
         "accurate_rate": get("fidelity", "chosen", "accurate_rate"),
         "accurate_rate_top_beam": get("fidelity", "top_beam", "accurate_rate"),
         "coverage_error": get("coverage", "chosen", "error_rate"),
@@ -679,6 +686,9 @@ def split_summary(metrics: dict) -> dict:
         "n": metrics["n"],
         "bleu": metrics["bleu"],
         "bleu_top_beam": get("top_beam", "bleu"),
+        "nist": get("standard", "nist"),
+        "rouge_l": get("standard", "rouge_l"),
+        "cider": get("standard", "cider"),
         "bleu_oracle": get("oracle", "bleu"),
         "coverage_error": get("coverage", "chosen", "error_rate"),
         "coverage_error_top_beam": get("coverage", "top_beam", "error_rate"),

@@ -12,6 +12,7 @@ import json
 
 from . import storage
 from .corrupt import LABELS
+from .metrics import METEOR_NOTE
 
 PLOTS = ("bleu_by_size.png", "labels.png", "coverage.png")
 
@@ -70,6 +71,11 @@ def _headline(metrics: dict) -> list[str]:
         ("chrF", "chrf"),
     ):
         rows.append([name, _num(metrics.get(key)), _num(top.get(key))])
+    standard = metrics.get("standard") or {}
+    top_standard = metrics.get("top_beam_standard") or {}
+    for name, key in (("NIST", "nist"), ("ROUGE-L", "rouge_l"), ("CIDEr", "cider")):
+        if standard.get(key) is not None:
+            rows.append([name, _num(standard[key]), _num(top_standard.get(key))])
     for part in ("seen", "unseen"):
         if metrics.get(part):
             rows.append(
@@ -306,7 +312,10 @@ def render_markdown(
         "",
         "BLEU: sacrebleu corpus BLEU, cased, 13a tokenizer, references grouped per input; "
         "chrF: sacrebleu chrF. Top beam: the LM's most likely text (the paper's No_FC); "
-        "reranked: the text chosen among the beams with the fidelity classifier (DataTuner_FC).",
+        "reranked: the text chosen among the beams with the fidelity classifier (DataTuner_FC). "
+        "NIST (n <= 5, NLTK), ROUGE-L (F-measure against the best reference, rouge-score) and "
+        "CIDEr (CIDEr-D, pycocoevalcap) on lowercased tokens, as the E2E challenge reports them; "
+        f"METEOR: {METEOR_NOTE}.",
     ]
     return ("\n".join(lines).rstrip() + "\n").encode()
 

@@ -148,3 +148,13 @@ def test_evaluate_summary_bleu_equals_sacrebleu(tmp_path):
     assert out["output"] == str(tmp_path / "report")
     assert (tmp_path / "report" / "metrics.json").exists()
     assert (tmp_path / "report" / "report.md").exists()
+    # the E2E metric set, equal to the library functions on the same texts, printed and written
+    from datatuner_core import metrics
+
+    standard = metrics.standard_metrics(texts, refs)
+    for key in ("nist", "rouge_l", "cider"):
+        assert out["metrics"][key] == pytest.approx(standard[key]) and standard[key] > 0
+    proc = run("evaluate", "--predictions", str(tmp_path / "generations"))
+    assert f"NIST {standard['nist']:.2f}, ROUGE-L {standard['rouge_l']:.2f}" in proc.stderr
+    report = (tmp_path / "report" / "report.md").read_text()
+    assert f"| CIDEr | {standard['cider']:.2f} |" in report and "METEOR: not computed" in report
