@@ -41,6 +41,7 @@ import pyarrow.compute as pc
 
 from .corrupt import LABELS
 from .metrics import standard_metrics
+from .ser import ser_metrics
 
 WEBNLG_SEEN = (
     "Airport",
@@ -602,6 +603,7 @@ def evaluate_generations(
             ),
             "classifier_agreement": classifier_agreement(rows, index) if has_top else None,
         }
+    metrics["ser"] = ser_metrics(rows, (lambda r: _top(r).get("text")) if has_top else None)
     metrics["oracle"] = oracle(rows, scorer, chosen, index) if has_top else None
     metrics["examples"] = examples(rows, index)
 
@@ -668,6 +670,8 @@ def headline(metrics: dict) -> dict:
         "records_missing_share": get("coverage", "chosen", "records_missing_share"),
         "missing_per_record": get("coverage", "chosen", "missing_per_record"),
         "hallucinated_per_record": get("coverage", "chosen", "hallucinated_per_record"),
+        "ser": get("ser", "chosen", "ser"),
+        "ser_references": get("ser", "references", "ser"),
         "oracle_bleu": get("oracle", "bleu"),
         "oracle_coverage_error": get("oracle", "coverage_error"),
         "verdict_accurate_precision": get("coverage", "accurate_precision", "precision"),

@@ -182,6 +182,39 @@ def _coverage(metrics: dict) -> list[str]:
     return ["## Does the text state every fact?", "", note, "", *_table(header, rows)]
 
 
+def _ser(metrics: dict) -> list[str]:
+    found = metrics.get("ser") or {}
+    systems = [("top beam", "top_beam"), ("reranked", "chosen"), ("human references", "references")]
+    rows = [
+        [name, _pct(t["ser"]), t["missing"], t["wrong"], t["repeated"], t["hallucinated"],
+         t["units"], _pct(t["text_error_rate"]), t["texts"]]
+        for name, key in systems
+        if (t := found.get(key))
+    ]  # fmt: skip
+    if not rows:
+        return []
+    header = ["text", "SER", "missing", "wrong", "repeated", "hallucinated", "slot values",
+              "texts with an error", "texts"]  # fmt: skip
+    agree = found.get("agreement") or {}
+    note = (
+        "Slot error rate of the meaning representations (datatuner_core/ser.py, a rule-based "
+        "slot aligner with the paraphrases of each slot's values): errors / slot values. On the "
+        "human references it is the aligner's own error floor (on cleaned E2E most of their "
+        "'hallucinations' are slots the cleaning dropped from the MR although the text states "
+        "them)."
+    )
+    lines = ["## Slot error rate (meaning representations)", "", note, "", *_table(header, rows)]
+    if agree.get("labelled"):
+        lines += [
+            "",
+            f"Classifier against SER on {agree['labelled']} labelled texts (accurate ⟺ no slot "
+            f"error): agreement {_pct(agree['agreement'])}; of the texts labelled accurate, "
+            f"{_pct(agree['accurate_precision'])} have no slot error; of the texts with no slot "
+            f"error, {_pct(agree['accurate_recall'])} are labelled accurate.",
+        ]
+    return lines
+
+
 def _examples(metrics: dict) -> list[str]:
     found = metrics.get("examples") or {}
     out = []
@@ -303,7 +336,8 @@ def render_markdown(
     lines = [f"# {title}", ""]
     if extra:
         lines += [*_table(["", ""], [[k, f"`{v}`"] for k, v in extra.items()]), ""]
-    for section in (_headline, _splits, _fidelity, _coverage, _examples, _breakdowns, _curve):
+    for section in (_headline, _splits, _fidelity, _coverage, _ser, _examples, _breakdowns,
+                    _curve):  # fmt: skip
         if part := section(metrics):
             lines += [*part, ""]
     if plots:
