@@ -122,6 +122,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument("--predictions", required=True, help="generations stage URI")
     evaluate.add_argument("--output", help="report folder URI (default: ../report beside it)")
+
+    human = commands.add_parser(
+        "human-eval",
+        help="export a stratified sample of texts to annotate; import the annotations",
+        description="export: a CSV of up to --n texts (stratified by predicted label and by "
+        "whether the slot/entity check agrees) with blank fluency and error columns, and a key "
+        "file beside it. import: score the classifier and the check against the annotators "
+        "(precision/recall) and the annotators against each other (Cohen's kappa).",
+    )
+    actions = human.add_subparsers(dest="action", metavar="{export,import}")
+    out = actions.add_parser("export", help="write the annotation CSV and its key")
+    out.add_argument("--predictions", required=True, help="generations stage URI")
+    out.add_argument("--output", required=True, help="the CSV to write (the key: OUTPUT.key.json)")
+    out.add_argument("--n", type=_positive_int, default=100, help="texts in the sample")
+    out.add_argument("--seed", type=int, default=0)
+    back = actions.add_parser("import", help="score annotated copies of the CSV")
+    back.add_argument("--annotations", required=True, nargs="+", help="annotated CSVs")
+    back.add_argument("--key", required=True, help="the key written by export")
+    back.add_argument("--output", help="write the result JSON here too")
     return parser
 
 
@@ -429,7 +448,7 @@ def cmd_evaluate(args: argparse.Namespace) -> dict:
 
 # Arguments that name a location: a local path is made absolute here, once, before it reaches a
 # Prefect task, a Ray worker or an actor (which may run in another working directory).
-PATH_ARGS = ("input", "output", "registry", "lm", "classifier", "predictions")
+PATH_ARGS = ("input", "output", "registry", "lm", "classifier", "predictions", "key")
 
 
 def _absolute_paths(args: argparse.Namespace) -> None:
@@ -438,6 +457,25 @@ def _absolute_paths(args: argparse.Namespace) -> None:
     for name in PATH_ARGS:
         if getattr(args, name, None):
             setattr(args, name, absolute(getattr(args, name)))
+    if getattr(args, "annotations", None):
+        args.annotations = [absolute(uri) for uri in args.annotations]
+
+
+def cmd_human_eval(args: argparse.Namespace) -> dict:
+    from . import human_eval, storage
+
+    if args.action == "export":
+        done = human_eval.export(args.predictions, args.output, n=args.n, seed=args.seed)
+        read = storage.read_manifest(args.predictions).get("written", done["items"])
+        return {"command": "human-eval export", "read": read, "written": done["items"],
+                "quarantined": 0, **done}  # fmt: skip
+    if args.action == "import":
+        result = human_eval.score(args.annotations, args.key)
+        if args.output:
+            storage.write_json(args.output, result)
+        return {"command": "human-eval import", "read": result["items"],
+                "written": result["items"], "quarantined": 0, **result}  # fmt: skip
+    raise UsageError("human-eval needs an action: export or import")
 
 
 COMMANDS = {
@@ -447,6 +485,7 @@ COMMANDS = {
     "retrain": cmd_retrain,
     "verbalize": cmd_verbalize,
     "evaluate": cmd_evaluate,
+    "human-eval": cmd_human_eval,
 }
 
 
