@@ -466,7 +466,7 @@ def cmd_human_eval(args: argparse.Namespace) -> dict:
 
     if args.action == "export":
         done = human_eval.export(args.predictions, args.output, n=args.n, seed=args.seed)
-        read = storage.read_manifest(args.predictions).get("written", done["items"])
+        read = storage.read_manifest(args.predictions)["counts"]["written"]
         return {"command": "human-eval export", "read": read, "written": done["items"],
                 "quarantined": 0, **done}  # fmt: skip
     if args.action == "import":

@@ -441,6 +441,7 @@ def generate_stage(
     storage_options: dict | None = None,
     force: bool = False,
     block_s: float = 30.0,
+    in_process_max: int = 0,
     on_progress=None,
 ) -> dict:
     """Generate for the rows of `split` (all rows if None) of a linearized stage on Ray Data and
@@ -461,7 +462,10 @@ def generate_stage(
     every `block_s` seconds, each a Parquet part and a journal entry. A run killed or stopped
     (Ctrl-C) keeps its finished blocks; the same call again generates only the records no
     finished block holds, and its manifest lists the kept parts beside the new ones (each id
-    once). `force` forgets them. `on_progress(done, total)` is called after each block."""
+    once). `force` forgets them. `on_progress(done, total)` is called after each block.
+
+    `in_process_max`: when at most this many records are left, they are generated in this
+    process with one `Generator` (no Ray start, no actor pool), in the same order and blocks."""
     from .blocks import BlockBuffer, BlockJournal
     from .console import Progress
     from .schema import GENERATIONS
@@ -500,16 +504,28 @@ def generate_stage(
         for entry in kept:
             writer.adopt(entry)
         done = [i for entry in kept for i in entry["ids"]]
-        ensure_ray()
         files = storage.stage_files(linearized_uri, storage_options)
         todo = _count_rows(files, split, storage_options)
         todo = todo if max_records is None else min(todo, max_records)
+        local = todo - len(done) <= in_process_max
         if kept:
             print(f"[generate] resuming: {len(done):,} of {todo:,} records kept from "
                   f"{len(kept)} finished blocks under {journal.loc.uri}",
                   file=sys.stderr, flush=True)  # fmt: skip
         batches = []
-        if todo > len(done):
+        kwargs = {
+            "beams": beams,
+            "max_new_tokens": max_new_tokens,
+            "batch_size": batch_size,
+            "rerank": rerank,
+            **(decoding or {}),
+            "storage_options": storage_options,
+        }
+        if todo > len(done) and local:
+            rows = _local_rows(files, split, max_records, done, length_sort, storage_options)
+            batches = _local_batches(rows, lm_uri, classifier_uri, kwargs, batch_size * 4)
+        elif todo > len(done):
+            ensure_ray()
             ds = _dataset(files, split, max_records, done, length_sort, batch_size, todo,
                           storage_options)  # fmt: skip
             ds = _generation_actors(
@@ -548,8 +564,49 @@ def generate_stage(
         new = seen - len(done)
         resumed = {"blocks_kept": len(kept), "records_kept": len(done), "records_generated": new}
         extra = {"records_per_s": round(new / max(time.time() - started, 1e-9), 2),
-                 "write_s": round(buffer.write_s, 3), "resumed": resumed}  # fmt: skip
+                 "write_s": round(buffer.write_s, 3), "resumed": resumed,
+                 "engine": "in_process" if local else "ray_data"}  # fmt: skip
         return writer.commit(inputs=inputs, fingerprint=fp, config=config, extra=extra)
+
+
+def _local_rows(files, split, max_records, done, length_sort, storage_options):
+    """The rows `_dataset` gives, read in this process: the split's first `max_records` rows
+    in shard order, less `done`, sorted by linearization length (a stable sort)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    tables, total = [], 0
+    for uri in files:
+        if max_records is not None and total >= max_records:
+            break
+        loc = storage.locate(uri, storage_options)
+        with loc.fs.open(loc.path, "rb") as fh:
+            table = pq.read_table(fh)
+        if split is not None:
+            table = table.filter(pc.equal(table["split"], split))
+        if max_records is not None:
+            table = table.slice(0, max_records - total)
+        tables.append(table)
+        total += table.num_rows
+    table = pa.concat_tables(tables) if tables else None
+    if table is None or table.num_rows == 0:
+        return None
+    if done:
+        table = table.filter(pc.invert(pc.is_in(table["id"], pa.array(list(done)))))
+    if length_sort:
+        order = pc.sort_indices(_linearized_length(table), sort_keys=[("", "ascending")])
+        table = table.take(order)
+    return table
+
+
+def _local_batches(table, lm_uri, classifier_uri, kwargs, block_rows):
+    """Generations tables of `table`'s rows, `block_rows` at a time, by one Generator here."""
+    if table is None:
+        return
+    generator = Generator(lm_uri, classifier_uri, **kwargs)
+    for start in range(0, table.num_rows, block_rows):
+        yield generator(table.slice(start, block_rows))
 
 
 def _dataset(files, split, max_records, done, length_sort, batch_size, todo, storage_options):

@@ -102,6 +102,46 @@ def test_generation_sorts_records_by_length_and_keeps_every_text(trained_run):
     assert {g["id"]: [c["text"] for c in g["candidates"]] for g in generations} == expected
 
 
+SMALL_JOB = """
+import json, sys, time
+import ray
+from datatuner_core import storage
+from datatuner_core.generate import generate_stage
+root, out = sys.argv[1], sys.argv[2]
+args = dict(lm_uri=f"{root}/models/lm/run1", classifier_uri=f"{root}/models/classifier/run1",
+            beams=3, max_new_tokens=16, batch_size=4, split="test", max_records=12)
+found = {}
+for name, limit in (("local", 64), ("ray", 0)):
+    started = time.time()
+    manifest = generate_stage(f"{root}/runs/run1/linearized", f"{out}/{name}",
+                              in_process_max=limit, **args)
+    rows = storage.read_stage(f"{out}/{name}").to_pylist()
+    found[name] = {"engine": manifest["extra"]["engine"], "ray": ray.is_initialized(),
+                   "seconds": time.time() - started, "written": manifest["counts"]["written"],
+                   "texts": {r["id"]: [c["text"] for c in r["candidates"]] for r in rows},
+                   "chosen": {r["id"]: r["text"] for r in rows}}
+print(json.dumps(found))
+"""
+
+
+def test_a_small_generation_runs_in_process_without_ray(trained_run, tmp_path):
+    """At most `generate.in_process_max` records: one Generator in the calling process, no Ray
+    start, and the same candidates and choices as the Ray Data actors give."""
+    import subprocess
+    import sys
+
+    root, _ = trained_run
+    proc = subprocess.run([sys.executable, "-c", SMALL_JOB, str(root), str(tmp_path)],
+                          capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    found = json.loads(proc.stdout.strip().splitlines()[-1])
+    local, on_ray = found["local"], found["ray"]
+    assert (local["engine"], local["ray"]) == ("in_process", False)  # Ray never started
+    assert (on_ray["engine"], on_ray["ray"]) == ("ray_data", True)
+    assert local["written"] == on_ray["written"] == 12
+    assert local["texts"] == on_ray["texts"] and local["chosen"] == on_ray["chosen"]
+
+
 def test_rerun_of_a_finished_run_skips_every_stage(trained_run):
     from flows.pipeline import pipeline
 
