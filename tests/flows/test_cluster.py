@@ -159,6 +159,7 @@ def cluster_run(cluster, bucket_env, tmp_path_factory):
     scratch = ["lm.base=scratch:tiny", "lm.freeze_layers=0", "lm.freeze_embeddings=false",
                "classifier.base=scratch:tiny", "generate.actors=2",
                "generate.in_process_max=0",  # 30 records: on the actors all the same
+               "classifier.hard_negatives=0", "generate.dev_records=0",  # covered elsewhere
                # a worker of 2 CPUs fills a node: one worker on each
                "lm.workers=2", "classifier.workers=2", "lm.cpus_per_worker=2",
                "classifier.cpus_per_worker=2"]  # fmt: skip
