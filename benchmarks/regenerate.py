@@ -37,6 +37,8 @@ def main() -> None:
     parser.add_argument("--records", type=int, default=1000)
     parser.add_argument("--changed", type=float, default=0.01, help="share of records changed")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "regenerate.json"))
+    parser.add_argument("--set", action="append", default=[], help="more config overrides, e.g. "
+                        "generate.in_process_max=0 (the changed records on Ray Data)")  # fmt: skip
     args = parser.parse_args()
 
     from prefect.testing.utilities import prefect_test_harness
@@ -47,10 +49,10 @@ def main() -> None:
     corpus = work / "corpus.jsonl"
     overrides = [
         f"storage={args.root}", "dataset.format=jsonl", f"dataset.paths.train={corpus}",
-        "generate.beams=5", "generate.max_new_tokens=40",
+        "generate.beams=5", "generate.max_new_tokens=40", *args.set,
     ]  # fmt: skip
     n_changed = max(1, int(args.records * args.changed))
-    results = {"records": args.records, "changed": n_changed}
+    results = {"records": args.records, "changed": n_changed, "overrides": args.set}
     with prefect_test_harness(server_startup_timeout=120):
         write_corpus(corpus, args.records, set())
         started = time.perf_counter()
