@@ -262,13 +262,6 @@ def fingerprint(*parts: object) -> str:
 _fingerprint = fingerprint  # for scopes where `fingerprint` names a value
 
 
-def shard_for_rank(items: list[str], rank: int, world_size: int) -> list[str]:
-    """The one sharding rule of the project: the sorted listing sliced [rank::world_size]."""
-    if not 0 <= rank < world_size:
-        raise ValueError(f"rank {rank} outside world size {world_size}")
-    return sorted(items)[rank::world_size]
-
-
 # ----------------------------------------------------------------------------- stage writing
 
 

@@ -35,7 +35,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-import math
 import os
 import random
 import sys
@@ -897,6 +896,3 @@ def read_card(output_uri: str, storage_options: dict | None = None) -> dict:
     """The training card of a saved model."""
     return storage.read_json(storage.join_uri(output_uri, CARD_FILE), storage_options)
 
-
-def perplexity(nll: float) -> float:
-    return math.exp(min(nll, 50.0))

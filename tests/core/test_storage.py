@@ -176,14 +176,6 @@ def test_manifest_is_valid_json_written_atomically(tmp_path):
     assert not list((tmp_path / "stage").glob("*.tmp-*"))
 
 
-def test_shard_for_rank_is_the_sorted_listing_sliced():
-    files = ["c", "a", "e", "b", "d"]
-    assert storage.shard_for_rank(files, 0, 2) == ["a", "c", "e"]
-    assert storage.shard_for_rank(files, 1, 2) == ["b", "d"]
-    with pytest.raises(ValueError):
-        storage.shard_for_rank(files, 2, 2)
-
-
 def test_list_inputs(tmp_path):
     (tmp_path / "d" / "sub").mkdir(parents=True)
     for name in ["d/a.xml", "d/sub/b.xml.gz", "d/sub/c.txt", "d/_skip.xml"]:
