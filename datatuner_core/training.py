@@ -895,4 +895,3 @@ def put_directory(local_dir: str, uri: str, storage_options: dict | None = None)
 def read_card(output_uri: str, storage_options: dict | None = None) -> dict:
     """The training card of a saved model."""
     return storage.read_json(storage.join_uri(output_uri, CARD_FILE), storage_options)
-
