@@ -34,9 +34,13 @@ def nist(hypotheses: Sequence[list[str]], references: Sequence[Sequence[list[str
     """Corpus NIST (n <= 5) of tokenized hypotheses against their tokenized references."""
     from nltk.translate.nist_score import corpus_nist
 
-    if not any(hypotheses):
+    longest = max((len(h) for h in hypotheses), default=0)
+    if not longest:
         return 0.0
-    return float(corpus_nist([list(refs) for refs in references], list(hypotheses), n=5))
+    # NLTK divides by the hypotheses' n-gram count of every order up to n: none are longer than
+    # `longest` tokens, so the orders stop there (texts of 3 words: NIST-3)
+    n = min(5, longest)
+    return float(corpus_nist([list(refs) for refs in references], list(hypotheses), n=n))
 
 
 def rouge_l(hypotheses: Sequence[str], references: Sequence[Sequence[str]]) -> float:

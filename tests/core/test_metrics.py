@@ -55,3 +55,6 @@ def test_standard_metrics_on_a_corpus_with_gaps():
     assert out["nist"] > 0 and out["cider"] >= 0
     assert out["meteor"] is None and "WordNet" in out["meteor_note"]
     assert metrics.standard_metrics([None], [[]])["nist"] is None
+    # texts shorter than NIST's 5-grams (an undertrained model's): no division by zero
+    short = metrics.standard_metrics(["a b", "c"], [["a b c d e f"], ["c d"]])
+    assert short["nist"] > 0
