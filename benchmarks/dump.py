@@ -155,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
         dump = work / f"dump-{n}.nt"
         shape = write_dump(dump, n)
         out = work / f"out-{n}"
-        cmd = [sys.executable, "-m", "datatuner_core.cli", "verbalize", "--input", str(dump),
+        cmd = [sys.executable, "-m", "flows.cli", "verbalize", "--input", str(dump),
                "--format", "ntriples", "--output", str(out), "--lm", args.lm,
                "--classifier", args.classifier,
                *[a for s in args.overrides for a in ("--set", s)]]  # fmt: skip

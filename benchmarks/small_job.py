@@ -23,7 +23,7 @@ sys.path.insert(0, str(ROOT))
 
 
 def verbalize(source: Path, out: Path, lm: str, classifier: str, extra: list[str]) -> dict:
-    cmd = [sys.executable, "-m", "datatuner_core.cli", "verbalize", "--input", str(source),
+    cmd = [sys.executable, "-m", "flows.cli", "verbalize", "--input", str(source),
            "--format", "jsonl", "--output", str(out), "--lm", lm, "--classifier", classifier,
            *[a for s in extra for a in ("--set", s)]]  # fmt: skip
     env = {**os.environ, "PYTHONWARNINGS": "ignore", "PREFECT_HOME": str(out.parent / "home")}

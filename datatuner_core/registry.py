@@ -136,3 +136,15 @@ def decide_promotion(candidate: dict, production: dict | None) -> dict:
         "candidate": candidate,
         "production": production,
     }
+
+
+def resolve_models(root: str | None, lm: str | None, classifier: str | None) -> tuple[str, str]:
+    """The model pair: given URIs win, else the registry's production pointers."""
+    if lm and classifier:
+        return lm, classifier
+    if not root:
+        raise ValueError("name the models: --registry URI, or --lm URI and --classifier URI")
+    return (
+        lm or production_uri(root, "lm"),
+        classifier or production_uri(root, "classifier"),
+    )

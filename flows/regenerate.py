@@ -6,26 +6,12 @@ from __future__ import annotations
 
 import time
 
-from prefect import flow, get_run_logger, task
-from prefect.cache_policies import NONE
+from prefect import flow, get_run_logger
 
 from datatuner_core import regenerate as regen
-from datatuner_core import storage
+from datatuner_core import registry, storage
 from datatuner_core.config import load_config
-from flows.verbalize import resolve_models
-from tasks.stages import generate_task, ingest_task, io_task, linearize_task
-
-
-@io_task
-def plan_task(linearized: str, previous: dict | None, models: dict, todo: str) -> dict:
-    """Which records to regenerate, which to carry over."""
-    return regen.plan_changes(linearized, previous, models, todo)
-
-
-@task(cache_policy=NONE)
-def snapshot_task(previous, regenerated: str | None, carried: set, snapshot: str) -> dict:
-    """Write the complete snapshot."""
-    return regen.write_snapshot(previous, regenerated, carried, snapshot)
+from tasks.stages import generate_task, ingest_task, linearize_task, plan_task, snapshot_task
 
 
 @flow(name="regenerate")
@@ -33,7 +19,7 @@ def regenerate(config_path: str | None = None, overrides: list[str] | None = Non
                snapshot_id: str | None = None) -> dict:  # fmt: skip
     """Incremental nightly corpus regeneration with the production models."""
     config = load_config(config_path, overrides or [])
-    lm, classifier = resolve_models(config.storage, None, None)
+    lm, classifier = registry.resolve_models(config.storage, None, None)
     models = {"lm": lm, "classifier": classifier}
     snapshot_id = snapshot_id or time.strftime("%Y%m%d-%H%M%S", time.gmtime())
     base = regen.snapshots_root(config.storage, config.name)

@@ -18,18 +18,6 @@ from tasks.stages import generate_task, ingest_task, linearize_task
 STAGE_INPUTS = {"ingest": "records", "linearize": "linearized"}
 
 
-def resolve_models(root: str | None, lm: str | None, classifier: str | None) -> tuple[str, str]:
-    """The model pair: given URIs win, else the registry's production pointers."""
-    if lm and classifier:
-        return lm, classifier
-    if not root:
-        raise ValueError("name the models: --registry URI, or --lm URI and --classifier URI")
-    return (
-        lm or registry.production_uri(root, "lm"),
-        classifier or registry.production_uri(root, "classifier"),
-    )
-
-
 def input_stage(uri: str) -> dict | None:
     """The manifest when `uri` is a records or linearized stage folder, else None (raw files)."""
     loc = storage.locate(uri)
@@ -60,7 +48,7 @@ def verbalize(input_uri: str, fmt: str | None, output: str, registry_uri: str | 
     from_registry = registry_uri and not (lm and classifier)
     recorded = registry.production_generate(registry_uri) if from_registry else {}
     config = load_config(None, overrides or [], base={"generate": recorded} if recorded else None)
-    lm, classifier = resolve_models(registry_uri, lm, classifier)
+    lm, classifier = registry.resolve_models(registry_uri, lm, classifier)
     work = storage.join_uri(output, "_stages")
     stage = None if fmt else input_stage(input_uri)  # with a format: raw input files
     if stage is None:

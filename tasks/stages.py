@@ -17,7 +17,7 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NONE
 
-from datatuner_core import storage
+from datatuner_core import regenerate, storage
 
 BACKOFF = [2, 10, 30]  # seconds before retry 1, 2, 3
 
@@ -201,3 +201,15 @@ def judge_task(generations: str, classifier: str) -> float:
     rows = [r for r in storage.read_stage(generations).to_pylist() if r["text"] is not None]
     scores = FidelityScorer(classifier).score([(r["linearized"], r["text"]) for r in rows])
     return sum(s["label"] == "accurate" for s in scores) / max(len(scores), 1)
+
+
+@io_task
+def plan_task(linearized: str, previous: dict | None, models: dict, todo: str) -> dict:
+    """Which records to regenerate, which to carry over."""
+    return regenerate.plan_changes(linearized, previous, models, todo)
+
+
+@task(cache_policy=NONE)
+def snapshot_task(previous, regenerated: str | None, carried: set, snapshot: str) -> dict:
+    """Write the complete snapshot."""
+    return regenerate.write_snapshot(previous, regenerated, carried, snapshot)

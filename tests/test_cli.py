@@ -16,7 +16,7 @@ ENV = {**os.environ, "PYTHONWARNINGS": "ignore"}
 
 def run(*args: str, env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "datatuner_core.cli", *args],
+        [sys.executable, "-m", "flows.cli", *args],
         capture_output=True,
         text=True,
         env=env or ENV,

@@ -47,7 +47,7 @@ def test_cli_run_stops_before_prefect_when_a_base_is_missing(tmp_path):
     """`datatuner run` with a GGUF base that does not exist: exit 1, one line, nothing started."""
     missing = tmp_path / "absent.gguf"
     proc = subprocess.run(
-        [sys.executable, "-m", "datatuner_core.cli", "run", "configs/demo.yaml",
+        [sys.executable, "-m", "flows.cli", "run", "configs/demo.yaml",
          "--set", f"lm.base={missing}", "--set", f"storage={tmp_path / 'art'}"],
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip

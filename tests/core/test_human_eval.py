@@ -59,7 +59,7 @@ def _annotate(sheet: str, out, who: int) -> None:
 
 
 def _cli(*args):
-    return subprocess.run([sys.executable, "-m", "datatuner_core.cli", "human-eval", *args],
+    return subprocess.run([sys.executable, "-m", "flows.cli", "human-eval", *args],
                           capture_output=True, text=True, timeout=120)  # fmt: skip
 
 

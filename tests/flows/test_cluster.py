@@ -164,7 +164,7 @@ def cluster_run(cluster, bucket_env, tmp_path_factory):
                "lm.workers=2", "classifier.workers=2", "lm.cpus_per_worker=2",
                "classifier.cpus_per_worker=2"]  # fmt: skip
     overrides = [arg for o in [f"storage={root}", *TINY, *scratch] for arg in ("--set", o)]
-    cmd = [sys.executable, "-m", "datatuner_core.cli", "run", str(REPO / "configs" / "demo.yaml"),
+    cmd = [sys.executable, "-m", "flows.cli", "run", str(REPO / "configs" / "demo.yaml"),
            "--run-id", "c1", *overrides]  # fmt: skip
     env = {**env, "PREFECT_HOME": str(tmp_path_factory.mktemp("home")),
            "PYTHONPATH": str(REPO)}  # fmt: skip
@@ -217,7 +217,7 @@ def test_verbalize_completes_on_the_head_after_losing_a_node(cluster, bucket_env
             for i in range(400)]  # fmt: skip
     fs.pipe(f"{bucket}/in/facts.jsonl", "".join(json.dumps(r) + "\n" for r in rows).encode())
     out = f"s3://{bucket}/out"
-    cmd = [sys.executable, "-m", "datatuner_core.cli", "verbalize", "--input",
+    cmd = [sys.executable, "-m", "flows.cli", "verbalize", "--input",
            f"s3://{bucket}/in/facts.jsonl", "--format", "jsonl", "--output", out,
            "--lm", f"{root}/models/lm/c1", "--classifier", f"{root}/models/classifier/c1",
            "--set", "generate.beams=2", "--set", "generate.max_new_tokens=12",

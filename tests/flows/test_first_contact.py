@@ -51,7 +51,7 @@ CONFIG = {
 
 
 def _datatuner(cwd: Path, *args: str, env: dict) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "datatuner_core.cli", *args]
+    cmd = [sys.executable, "-m", "flows.cli", *args]
     return subprocess.run(
         cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=RUN_TIMEOUT_S
     )

@@ -33,7 +33,7 @@ def _jsonl(path: Path, n: int, prefix: str = "r") -> Path:
 
 def _verbalize_cmd(root: Path, source: str, output: str, *extra: str) -> list[str]:
     return [
-        sys.executable, "-m", "datatuner_core.cli", "verbalize", "--input", source,
+        sys.executable, "-m", "flows.cli", "verbalize", "--input", source,
         "--format", "jsonl", "--output", output,
         "--lm", str(root / "models" / "lm" / "run1"),
         "--classifier", str(root / "models" / "classifier" / "run1"),

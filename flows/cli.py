@@ -27,7 +27,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .ingest import FORMATS
+    from datatuner_core.ingest import FORMATS
 
     parser = _Parser(
         prog="datatuner",
@@ -211,7 +211,7 @@ def _summary(command: str, manifest: dict, started: float) -> dict:
 
 
 def cmd_ingest(args: argparse.Namespace) -> dict:
-    from .ingest import ingest
+    from datatuner_core.ingest import ingest
 
     started = time.monotonic()
     options = {"max_triples": args.max_triples} if args.format == "ntriples" else {}
@@ -229,7 +229,7 @@ def cmd_ingest(args: argparse.Namespace) -> dict:
 
 
 def cmd_linearize(args: argparse.Namespace) -> dict:
-    from .linearize import linearize
+    from datatuner_core.linearize import linearize
 
     started = time.monotonic()
     manifest = linearize(
@@ -245,9 +245,9 @@ def cmd_linearize(args: argparse.Namespace) -> dict:
 
 
 def cmd_run(args: argparse.Namespace) -> dict:
-    from .bases import check
-    from .config import load_config
-    from .runs import RunPaths, new_run_id
+    from datatuner_core.bases import check
+    from datatuner_core.config import load_config
+    from datatuner_core.runs import RunPaths, new_run_id
 
     config = load_config(args.config, args.overrides)
     check(config)  # one line on a bad config, before Prefect
@@ -311,7 +311,7 @@ def _log_to(args: argparse.Namespace, folder: str, name: str, sub: str = "") -> 
     else in the temp folder; its path is printed now and named again by an error."""
     import tempfile
 
-    from . import console
+    from datatuner_core import console
 
     path = folder[len("file://") :] if folder.startswith("file://") else folder
     if "://" in path:
@@ -368,7 +368,7 @@ def _print_headline(summary: dict) -> None:
 
 def _examples(report_uri: str | None, n: int = 3) -> list[dict]:
     """Up to `n` example texts from the report's metrics: good ones first, then flawed ones."""
-    from . import storage
+    from datatuner_core import storage
 
     if not report_uri:
         return []
@@ -388,9 +388,9 @@ def _clip(text: str | None, limit: int = 110) -> str:
 
 
 def cmd_retrain(args: argparse.Namespace) -> dict:
-    from .bases import check
-    from .config import load_config
-    from .runs import RunPaths, new_run_id
+    from datatuner_core.bases import check
+    from datatuner_core.config import load_config
+    from datatuner_core.runs import RunPaths, new_run_id
 
     config = load_config(args.config, args.overrides)
     check(config)  # one line on a bad config, before Prefect
@@ -402,7 +402,7 @@ def cmd_retrain(args: argparse.Namespace) -> dict:
 
 
 def cmd_verbalize(args: argparse.Namespace) -> dict:
-    from .config import load_config
+    from datatuner_core.config import load_config
 
     if not args.registry and not (args.lm and args.classifier):
         raise UsageError("name the models: --registry URI, or --lm URI and --classifier URI")
@@ -420,7 +420,7 @@ def cmd_verbalize(args: argparse.Namespace) -> dict:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> dict:
-    from . import evaluate, report, storage
+    from datatuner_core import evaluate, report, storage
 
     metrics = evaluate.evaluate_stage(args.predictions)
     parent = args.predictions.rstrip("/").rsplit("/", 1)[0] if "/" in args.predictions else "."
@@ -452,7 +452,7 @@ PATH_ARGS = ("input", "output", "registry", "lm", "classifier", "predictions", "
 
 
 def _absolute_paths(args: argparse.Namespace) -> None:
-    from .paths import absolute
+    from datatuner_core.paths import absolute
 
     for name in PATH_ARGS:
         if getattr(args, name, None):
@@ -462,7 +462,7 @@ def _absolute_paths(args: argparse.Namespace) -> None:
 
 
 def cmd_human_eval(args: argparse.Namespace) -> dict:
-    from . import human_eval, storage
+    from datatuner_core import human_eval, storage
 
     if args.action == "export":
         done = human_eval.export(args.predictions, args.output, n=args.n, seed=args.seed)
@@ -517,10 +517,10 @@ def _error(message: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .config import ConfigError
-    from .ingest import IngestError
-    from .registry import RegistryError
-    from .storage import StorageError
+    from datatuner_core.config import ConfigError
+    from datatuner_core.ingest import IngestError
+    from datatuner_core.registry import RegistryError
+    from datatuner_core.storage import StorageError
 
     _prefect_defaults()
     atexit.register(_print_last_lines)  # before any Prefect server: runs after its stop line
@@ -528,7 +528,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         if args.version:
-            from . import __version__
+            from datatuner_core import __version__
 
             print(json.dumps({"version": __version__}))
             return 0
