@@ -12,7 +12,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DO_NOT_TRACK := 1
 export RAY_USAGE_STATS_ENABLED := 0
 
-.PHONY: setup tools demo test lint bench clean
+.PHONY: setup tools demo test test-fast lint docs bench clean
 
 setup: $(STAMP)
 
@@ -44,6 +44,14 @@ demo: setup
 
 test: setup tools
 	$(BIN)/python -m pytest -q
+
+# The inner loop: the tests that neither train a model nor start Ray or a Prefect server.
+test-fast: setup
+	$(BIN)/python -m pytest -q -m "not heavy"
+
+# docs/config.md is generated from datatuner_core/config.py (a test checks it is current).
+docs: setup
+	$(BIN)/python -m datatuner_core.config_reference > docs/config.md
 
 lint: setup
 	$(BIN)/ruff check datatuner_core flows tasks tests benchmarks

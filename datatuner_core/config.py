@@ -37,9 +37,9 @@ class Splits(_Strict):
     """Input file/folder per split; a local path is relative to the current directory and is
     made absolute here, before it reaches a task or a Ray worker."""
 
-    train: str | None = None
-    validation: str | None = None
-    test: str | None = None
+    train: str | None = Field(None, description="train split: file or folder URI")
+    validation: str | None = Field(None, description="validation split: file or folder URI")
+    test: str | None = Field(None, description="test split: file or folder URI")
 
     @field_validator("train", "validation", "test")
     @classmethod
@@ -49,12 +49,14 @@ class Splits(_Strict):
 
 class SplitCaps(_Strict):
     train: int | None = Field(None, ge=1, description="most records read from the split")
-    validation: int | None = Field(None, ge=1)
-    test: int | None = Field(None, ge=1)
+    validation: int | None = Field(None, ge=1, description="most records read from the split")
+    test: int | None = Field(None, ge=1, description="most records read from the split")
 
 
 class DatasetConfig(_Strict):
-    format: Literal["webnlg", "e2e", "viggo", "jsonl", "ntriples"] = "webnlg"
+    format: Literal["webnlg", "e2e", "viggo", "jsonl", "ntriples"] = Field(
+        "webnlg", description="input format of every split (see docs/cli.md, input formats)"
+    )
     paths: Splits = Field(default_factory=Splits, description="input file/folder URI per split")
     max_records: SplitCaps = Field(default_factory=SplitCaps, description="caps, for quick runs")
     max_triples: int = Field(7, ge=1, description="ntriples: most triples per record")
@@ -66,6 +68,11 @@ class DatasetConfig(_Strict):
     )
 
 
+def reader_options(fmt: str, max_triples: int) -> dict:
+    """The reader keywords of format `fmt` (only N-Triples takes one: its records' triple cap)."""
+    return {"max_triples": max_triples} if fmt == "ntriples" else {}
+
+
 class LinearizeConfig(_Strict):
     mode: Literal["fine", "coarse"] = Field(
         "fine", description="state ids: most recent special token (fine) or <data>/<text> only"
@@ -74,7 +81,7 @@ class LinearizeConfig(_Strict):
 
 class CorruptConfig(_Strict):
     per_example: int = Field(5, ge=0, description="corruptions drawn per (record, reference)")
-    seed: int = 13
+    seed: int = Field(13, description="seed of the corruption draws")
     balance: Literal["none", "upsample"] = Field("upsample", description="train-split balancing")
 
 
@@ -152,8 +159,8 @@ class ClassifierConfig(_Strict):
 
 
 class GenerateConfig(_Strict):
-    beams: int = Field(5, ge=1)
-    max_new_tokens: int = Field(80, ge=1)
+    beams: int = Field(5, ge=1, description="beam width; every beam is a candidate")
+    max_new_tokens: int = Field(80, ge=1, description="most new tokens of a text")
     max_new_tokens_ratio: float | None = Field(
         None,
         gt=0,
@@ -162,7 +169,9 @@ class GenerateConfig(_Strict):
         "decoding where its text could plausibly end, not at the longest record's budget; "
         "null = max_new_tokens for every record",
     )
-    max_new_tokens_slack: int = Field(16, ge=0)
+    max_new_tokens_slack: int = Field(
+        16, ge=0, description="the tokens added to max_new_tokens_ratio x prompt tokens"
+    )
     dev_records: int = Field(
         0,
         ge=0,
@@ -171,7 +180,7 @@ class GenerateConfig(_Strict):
         "report sets them beside test (metrics `bleu_validation`, `bleu_validation_unseen`); "
         "0 = test only",
     )
-    batch_size: int = Field(32, ge=1)
+    batch_size: int = Field(32, ge=1, description="records per decoding batch")
     actors: int = Field(1, ge=1, description="Ray Data actors holding the models")
     block_s: float = Field(
         30.0,
@@ -270,7 +279,10 @@ _BEFORE = {"coverage_decoding": False, "coverage_max_hold": 16, "coverage_bonus"
 
 
 class PipelineConfig(_Strict):
-    name: str = "webnlg-tiny"
+    name: str = Field(
+        "webnlg-tiny",
+        description="the config's name: run ids, snapshots and the report title use it",
+    )
     storage: str = Field("./artifacts", description="root URI: path, file://, s3://, memory://")
     dataset: DatasetConfig = Field(default_factory=DatasetConfig)
     linearize: LinearizeConfig = Field(default_factory=LinearizeConfig)

@@ -7,6 +7,18 @@ from dataclasses import dataclass
 from . import registry, storage
 
 
+def summary(command: str, output: str, manifest: dict, **fields) -> dict:
+    """A command's one-line JSON summary: what ran, where it wrote, and the input stage's
+    `read == written + quarantined` (from its manifest), then the command's own fields."""
+    counts = manifest["counts"]
+    return {
+        "command": command,
+        "output": output,
+        **{key: counts[key] for key in ("read", "written", "quarantined")},
+        **fields,
+    }
+
+
 def new_run_id(name: str) -> str:
     """`{name}-{UTC time}-{random}`: unique and sortable by time."""
     return f"{name}-{registry.new_version()}"

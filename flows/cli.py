@@ -194,27 +194,28 @@ class _Progress:
 
 
 def _summary(command: str, manifest: dict, started: float) -> dict:
+    from datatuner_core.runs import summary
+
     counts = manifest["counts"]
-    return {
-        "command": command,
-        "output": manifest["output"],
-        "read": counts["read"],
-        "written": counts["written"],
-        "quarantined": counts["quarantined"],
-        "records": counts["records"],
-        "quarantined_by_reason": counts["quarantined_by_reason"],
-        "notes": counts["notes"],
-        "shards": len(manifest["files"]),
-        "skipped": bool(manifest.get("skipped")),
-        "seconds": round(time.monotonic() - started, 3),
-    }
+    return summary(
+        command,
+        manifest["output"],
+        manifest,
+        records=counts["records"],
+        quarantined_by_reason=counts["quarantined_by_reason"],
+        notes=counts["notes"],
+        shards=len(manifest["files"]),
+        skipped=bool(manifest.get("skipped")),
+        seconds=round(time.monotonic() - started, 3),
+    )
 
 
 def cmd_ingest(args: argparse.Namespace) -> dict:
+    from datatuner_core.config import reader_options
     from datatuner_core.ingest import ingest
 
     started = time.monotonic()
-    options = {"max_triples": args.max_triples} if args.format == "ntriples" else {}
+    options = reader_options(args.format, args.max_triples)
     manifest = ingest(
         args.format,
         args.input,

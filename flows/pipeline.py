@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from prefect import flow
 
-from datatuner_core import registry, storage
-from datatuner_core.config import PipelineConfig, load_config
+from datatuner_core import registry, runs, storage
+from datatuner_core.config import PipelineConfig, load_config, reader_options
 from datatuner_core.runs import RunPaths, new_run_id
 from tasks.stages import (
     corrupt_task,
@@ -28,7 +28,7 @@ def prepare_data(config: PipelineConfig, run: RunPaths) -> dict:
     data = config.dataset
     records = ingest_task(
         data.format, data.paths.model_dump(exclude_none=True), run.stage("records"),
-        {"max_triples": data.max_triples} if data.format == "ntriples" else {},
+        reader_options(data.format, data.max_triples),
         data.max_records.model_dump(),
     )  # fmt: skip
     linearize_task(run.stage("records"), run.stage("linearized"), config.linearize.mode,
@@ -83,11 +83,9 @@ def pipeline(config_path: str | None = None, overrides: list[str] | None = None,
             config.storage, kind, run.run_id, evaluation["headline"],
             generate=config.generate.model_dump(mode="json"),
         )  # fmt: skip
-    summary = {
-        "command": "run", "run_id": run.run_id, "output": run.run,
-        "read": records["counts"]["read"], "written": records["counts"]["written"],
-        "quarantined": records["counts"]["quarantined"],
-        "generations": generations, "report": run.report, "metrics": evaluation["headline"],
-    }  # fmt: skip
+    summary = runs.summary(
+        "run", run.run, records, run_id=run.run_id, generations=generations, report=run.report,
+        metrics=evaluation["headline"],
+    )  # fmt: skip
     storage.write_json(storage.join_uri(run.run, "summary.json"), summary)
     return summary

@@ -9,8 +9,8 @@ import time
 from prefect import flow, get_run_logger
 
 from datatuner_core import regenerate as regen
-from datatuner_core import registry, storage
-from datatuner_core.config import load_config
+from datatuner_core import registry, runs, storage
+from datatuner_core.config import load_config, reader_options
 from tasks.stages import generate_task, ingest_task, linearize_task, plan_task, snapshot_task
 
 
@@ -26,7 +26,7 @@ def regenerate(config_path: str | None = None, overrides: list[str] | None = Non
     work = storage.join_uri(base, "_work", snapshot_id)
     data = config.dataset
     paths = data.paths.model_dump(exclude_none=True)
-    options = {"max_triples": data.max_triples} if data.format == "ntriples" else {}
+    options = reader_options(data.format, data.max_triples)
     records = ingest_task(data.format, paths, storage.join_uri(work, "records"), options,
                           data.max_records.model_dump())  # fmt: skip
     lin = storage.join_uri(work, "linearized")
@@ -44,9 +44,7 @@ def regenerate(config_path: str | None = None, overrides: list[str] | None = Non
     changes["carried_over"] = len(plan["carried"])
     regen.publish_snapshot(config.storage, config.name, snapshot_id, snapshot_uri, models, changes)
     get_run_logger().info("snapshot %s: %s", snapshot_id, changes)
-    return {
-        "command": "regenerate", "output": snapshot_uri, "snapshot": snapshot_id,
-        "read": records["counts"]["read"], "written": records["counts"]["written"],
-        "quarantined": records["counts"]["quarantined"],
-        "records": manifest["counts"]["written"], "changes": changes,
-    }  # fmt: skip
+    return runs.summary(
+        "regenerate", snapshot_uri, records, snapshot=snapshot_id,
+        records=manifest["counts"]["written"], changes=changes,
+    )  # fmt: skip

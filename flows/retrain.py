@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from prefect import flow, get_run_logger
 
-from datatuner_core import registry, storage
+from datatuner_core import registry, runs, storage
 from datatuner_core.config import load_config
 from datatuner_core.runs import RunPaths, new_run_id
 from flows.pipeline import prepare_data, train_models
@@ -46,12 +46,9 @@ def retrain(config_path: str | None = None, overrides: list[str] | None = None,
         else:
             registry.record_decision(config.storage, kind, {**decision, "version": run.run_id})
     get_run_logger().info("promotion: %s (%s)", decision["promote"], decision["reason"])
-    summary = {
-        "command": "retrain", "run_id": run.run_id, "output": run.run,
-        "read": records["counts"]["read"], "written": records["counts"]["written"],
-        "quarantined": records["counts"]["quarantined"],
-        "models": {"lm": lm, "classifier": clf}, "promotion": decision,
-        "report": run.stage("report-candidate"), "metrics": candidate,
-    }  # fmt: skip
+    summary = runs.summary(
+        "retrain", run.run, records, run_id=run.run_id, models={"lm": lm, "classifier": clf},
+        promotion=decision, report=run.stage("report-candidate"), metrics=candidate,
+    )  # fmt: skip
     storage.write_json(storage.join_uri(run.run, "retrain.json"), summary)
     return summary

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from prefect import flow
 
-from datatuner_core import registry, storage
-from datatuner_core.config import load_config
+from datatuner_core import registry, runs, storage
+from datatuner_core.config import load_config, reader_options
 from datatuner_core.paths import absolute
 from tasks.stages import generate_task, ingest_task, linearize_task
 
@@ -54,7 +54,7 @@ def verbalize(input_uri: str, fmt: str | None, output: str, registry_uri: str | 
     if stage is None:
         if not fmt:
             raise ValueError(f"{input_uri} is not a stage folder: give its --format")
-        options = {"max_triples": config.dataset.max_triples} if fmt == "ntriples" else {}
+        options = reader_options(fmt, config.dataset.max_triples)
         records_uri = storage.join_uri(work, "records")
         records = ingest_task(fmt, {"all": input_uri}, records_uri, options, {})
     else:
@@ -66,17 +66,15 @@ def verbalize(input_uri: str, fmt: str | None, output: str, registry_uri: str | 
         linearize_task(records_uri, lin, config.linearize.mode)
     generated = generate_task(lin, output, lm, classifier, config.generate, None)
     counts = generated["counts"]
-    return {
-        "command": "verbalize", "output": output,
-        "read": records["counts"]["read"], "written": records["counts"]["written"],
-        "quarantined": records["counts"]["quarantined"],
-        "records": counts["records"],
-        "quarantined_by_reason": records["counts"]["quarantined_by_reason"],
-        "notes": {**records["counts"]["notes"], **counts["notes"]},
-        "shards": len(generated["files"]), "skipped": bool(generated.get("skipped")),
-        "generations": counts["written"],
-        "generation_errors": counts["notes"].get("generation_errors", 0),
-        "resumed": (generated.get("extra") or {}).get("resumed"),
-        "models": {"lm": lm, "classifier": classifier},
-        "generate": config.generate.model_dump(mode="json"),
-    }  # fmt: skip
+    return runs.summary(
+        "verbalize", output, records,
+        records=counts["records"],
+        quarantined_by_reason=records["counts"]["quarantined_by_reason"],
+        notes={**records["counts"]["notes"], **counts["notes"]},
+        shards=len(generated["files"]), skipped=bool(generated.get("skipped")),
+        generations=counts["written"],
+        generation_errors=counts["notes"].get("generation_errors", 0),
+        resumed=(generated.get("extra") or {}).get("resumed"),
+        models={"lm": lm, "classifier": classifier},
+        generate=config.generate.model_dump(mode="json"),
+    )  # fmt: skip
