@@ -30,7 +30,7 @@ def main(argv=None) -> int:
     from decoding import dev_parser, emit_result, parse_dev_args
     from length_sort import sample_stage  # benchmarks/length_sort.py: the seeded sample stage
 
-    from datatuner_core import evaluate, storage
+    from datatuner_core import evaluate, stage_reader
     from datatuner_core.generate import generate_stage
     from datatuner_core.training import ensure_ray
 
@@ -61,7 +61,7 @@ def main(argv=None) -> int:
             )  # fmt: skip
             seconds[k].append(round(time.perf_counter() - started, 1))
             print(f"actors {actors}: {seconds[k][-1]} s", flush=True)
-            rows[k] = storage.read_stage(out).to_pylist()
+            rows[k] = stage_reader.read_stage(out).to_pylist()
     first_text = {r["id"]: r["text"] for r in rows[0]}
     first_cands = {r["id"]: [c["text"] for c in r["candidates"]] for r in rows[0]}
     mean = [sum(s) / len(s) for s in seconds]

@@ -37,7 +37,7 @@ def main(argv=None) -> int:
     import torch
     from decoding import emit_result
 
-    from datatuner_core import storage
+    from datatuner_core import stage_reader
     from datatuner_core.classifier import ClassifierTask, _pairs_of, build_classifier_tokenizer
     from datatuner_core.tokenizer import is_scratch
     from datatuner_core.training import TrainConfig, plan_batches
@@ -62,8 +62,8 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads)
 
     run = Path(args.run)
-    specials = storage.read_manifest(str(run / "linearized"))["extra"]["special_tokens"]
-    rows = [r for r in storage.read_stage(str(run / "corruptions")).to_pylist()
+    specials = stage_reader.read_manifest(str(run / "linearized"))["extra"]["special_tokens"]
+    rows = [r for r in stage_reader.read_stage(str(run / "corruptions")).to_pylist()
             if r["split"] == "train"]  # fmt: skip
     if not rows:
         p.error(f"{run / 'corruptions'}: no train pairs")

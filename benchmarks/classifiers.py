@@ -74,12 +74,13 @@ def rerank_on_dev(args, classifiers: list[str]) -> list[dict]:
 
 
 def cross_heldout(classifiers: list[str], stages: list[str], batch_size: int = 64) -> list[dict]:
-    from datatuner_core import storage
+    from datatuner_core import stage_reader
     from datatuner_core.classifier import FidelityScorer, evaluate_classifier
 
     table = []
     for stage in stages:
-        pairs = [r for r in storage.read_stage(stage).to_pylist() if r["split"] == "validation"]
+        rows = stage_reader.read_stage(stage).to_pylist()
+        pairs = [r for r in rows if r["split"] == "validation"]
         for uri in classifiers:
             m = evaluate_classifier(FidelityScorer(uri, batch_size=batch_size), pairs,
                                     batch_size=batch_size)  # fmt: skip

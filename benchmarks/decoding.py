@@ -29,9 +29,10 @@ sys.path.insert(0, str(ROOT))
 def sample_rows(run: str, split: str, n: int, source_order: bool = False) -> list[dict]:
     """`n` seeded random linearized rows of `split` of a run (the same sample every time), in
     random order, or with `source_order` in the stage's own order (WebNLG's is by triple count)."""
-    from datatuner_core import storage
+    from datatuner_core import stage_reader
 
-    rows = [r for r in storage.read_stage(f"{run}/linearized").to_pylist() if r["split"] == split]
+    linearized = stage_reader.read_stage(f"{run}/linearized").to_pylist()
+    rows = [r for r in linearized if r["split"] == split]
     picked = random.Random(0).sample(range(len(rows)), min(n, len(rows)))
     return [rows[i] for i in (sorted(picked) if source_order else picked)]
 

@@ -23,13 +23,13 @@ SHARED = ROOT.parent / "shared" / "data"
 
 
 def test_inputs(work: Path, n: int) -> tuple[str, list[dict]]:
-    from datatuner_core import linearize, storage
+    from datatuner_core import linearize, stage_reader
     from datatuner_core.ingest import ingest
 
     ingest("webnlg", str(SHARED / "webnlg" / "test"), str(work / "records"), split="test",
            max_records={"test": n})  # fmt: skip
     linearize.linearize(str(work / "records"), str(work / "lin"))
-    return str(work / "lin"), storage.read_stage(str(work / "lin")).to_pylist()
+    return str(work / "lin"), stage_reader.read_stage(str(work / "lin")).to_pylist()
 
 
 def per_record_without_cache(gen, rows: list[dict]) -> float:

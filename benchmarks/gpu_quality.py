@@ -49,7 +49,7 @@ def main() -> None:
 
     import torch
 
-    from datatuner_core import evaluate, storage
+    from datatuner_core import evaluate, stage_reader
     from datatuner_core.generate import Generator
     from datatuner_core.lm import LMTask
     from datatuner_core.tokenizer import build_tokenizer
@@ -58,9 +58,9 @@ def main() -> None:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     cuda = device.type == "cuda"
     torch.manual_seed(42)
-    manifest = storage.read_manifest(args.data)
+    manifest = stage_reader.read_manifest(args.data)
     specials = manifest["extra"]["special_tokens"]
-    rows = storage.read_stage(args.data).to_pylist()
+    rows = stage_reader.read_stage(args.data).to_pylist()
     train_rows = [r for r in rows if r["split"] == "train"]
     test_rows = [r for r in rows if r["split"] == "test"][: args.limit]
     result: dict = {"device": torch.cuda.get_device_name(0) if cuda else "cpu",

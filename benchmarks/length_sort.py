@@ -28,11 +28,11 @@ def sample_stage(run: str, split: str, n: int, out: str, order: str = "random") 
     1triples … 7triples, so the input is already roughly sorted by length)."""
     from decoding import sample_rows  # benchmarks/decoding.py: the same seeded dev sample
 
-    from datatuner_core import storage
+    from datatuner_core import stage_writer
     from datatuner_core.schema import LINEARIZED
 
     rows = sample_rows(run, split, n, source_order=order == "source")
-    writer = storage.StageWriter(out, "linearize", LINEARIZED)
+    writer = stage_writer.StageWriter(out, "linearize", LINEARIZED)
     for r in rows:
         writer.add_counted(r)
     writer.commit(inputs=[{"uri": f"{run}/linearized"}], fingerprint=f"sample-{split}-{n}")
@@ -42,7 +42,7 @@ def sample_stage(run: str, split: str, n: int, out: str, order: str = "random") 
 def main(argv=None) -> int:
     from decoding import dev_parser, emit_result
 
-    from datatuner_core import storage
+    from datatuner_core import stage_reader
     from datatuner_core.generate import generate_stage
     from datatuner_core.training import ensure_ray
 
@@ -73,7 +73,7 @@ def main(argv=None) -> int:
             print(f"length_sort {length_sort!s:5}: {seconds[length_sort][-1]} s", flush=True)
             candidates[length_sort] = {
                 r["id"]: [c["text"] for c in r["candidates"]]
-                for r in storage.read_stage(out).to_pylist()
+                for r in stage_reader.read_stage(out).to_pylist()
             }
     same = sum(candidates[True][k] == v for k, v in candidates[False].items())
     off, on = (sum(seconds[k]) / len(seconds[k]) for k in (False, True))

@@ -129,13 +129,13 @@ def reference_coverage(storage: Path, run_id: str) -> dict | None:
     """The coverage check on the human references (the first of each test record): what the
     check reports for texts written by people, i.e. the floor a system is measured against."""
     sys.path.insert(0, str(ROOT))
-    from datatuner_core import evaluate
-    from datatuner_core import storage as st
+    from datatuner_core import evaluate, stage_reader
 
     uri = str(storage / "runs" / run_id / "linearized")
     if not (Path(uri) / "_manifest.json").exists():
         return None
-    rows = [r for r in st.read_stage(uri).to_pylist() if r["split"] == "test" and r["references"]]
+    rows = stage_reader.read_stage(uri).to_pylist()
+    rows = [r for r in rows if r["split"] == "test" and r["references"]]
     if not rows or not any(r.get("entities") for r in rows):
         return None
     return evaluate.coverage_error_rate(rows, lambda r: r["references"][0])
@@ -153,7 +153,7 @@ def rescore(args) -> None:
     import time
 
     sys.path.insert(0, str(ROOT))
-    from datatuner_core import evaluate, storage
+    from datatuner_core import evaluate, fingerprints, stage_reader, stage_writer
     from datatuner_core import report as reports
     from datatuner_core.classifier import FidelityScorer, train_classifier
     from datatuner_core.config import load_config
@@ -167,10 +167,10 @@ def rescore(args) -> None:
     classifier = args.classifier
     if classifier is None and not args.coverage_only:
         classifier = str(root / "models" / "classifier" / f"{args.run}-{args.label}")
-        special = storage.read_manifest(str(run_dir / "linearized"))["extra"]["special_tokens"]
+        special = stage_reader.read_manifest(str(run_dir / "linearized"))["extra"]["special_tokens"]
         train_classifier(str(run_dir / "corruptions"), classifier, config.classifier, special)
     source = str(run_dir / "generations")
-    rows = storage.read_stage(source).to_pylist()
+    rows = stage_reader.read_stage(source).to_pylist()
     for r in rows:
         for c in r["candidates"]:
             c["fidelity_label"] = c["fidelity_score"] = None
@@ -183,12 +183,12 @@ def rescore(args) -> None:
     )  # fmt: skip
     seconds = round(time.time() - started, 1)
     out = run_dir / "rescored" / args.label
-    writer = storage.StageWriter(str(out / "generations"), "generate", GENERATIONS)
+    writer = stage_writer.StageWriter(str(out / "generations"), "generate", GENERATIONS)
     for r in rows:
         writer.add_counted(r)
-    inputs = [{"uri": source, "fingerprint": storage.read_manifest(source)["fingerprint"]},
+    inputs = [{"uri": source, "fingerprint": stage_reader.read_manifest(source)["fingerprint"]},
               {"classifier": classifier}]  # fmt: skip
-    fp = storage.fingerprint("rescore", inputs, g.model_dump())
+    fp = fingerprints.fingerprint("rescore", inputs, g.model_dump())
     writer.commit(inputs=inputs, fingerprint=fp, config=g.model_dump(), extra={"seconds": seconds})
     metrics = evaluate.evaluate_stage(str(out / "generations"))
     reports.write_report(metrics, str(out / "report"), title=f"{args.run} rescored {args.label}")
@@ -431,10 +431,10 @@ def sample(args) -> None:
     import time
 
     sys.path.insert(0, str(ROOT))
-    from datatuner_core import evaluate, storage
+    from datatuner_core import evaluate, stage_reader
     from datatuner_core.generate import Generator
 
-    rows = [r for r in storage.read_stage(f"{args.run}/linearized").to_pylist()
+    rows = [r for r in stage_reader.read_stage(f"{args.run}/linearized").to_pylist()
             if r["split"] == "test"]  # fmt: skip
     rng = random.Random(args.seed)
     if evaluate.is_webnlg(r.get("category") for r in rows):

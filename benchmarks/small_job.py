@@ -34,9 +34,9 @@ def verbalize(source: Path, out: Path, lm: str, classifier: str, extra: list[str
         raise SystemExit(proc.stderr[-3000:])
     manifest = json.loads((out / "_manifest.json").read_text())
     texts = {}
-    from datatuner_core import storage
+    from datatuner_core import stage_reader
 
-    for row in storage.read_stage(str(out)).to_pylist():
+    for row in stage_reader.read_stage(str(out)).to_pylist():
         texts[row["id"]] = row["text"]
     return {"seconds": round(seconds, 1), "engine": manifest["extra"].get("engine"),
             "generate_s": manifest["timings"].get("seconds"), "texts": texts}  # fmt: skip

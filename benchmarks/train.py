@@ -35,7 +35,7 @@ RESULTS = ROOT / "benchmarks" / "results" / "train.json"
 def prepare(work: Path, entries: int, max_length: int):
     """(tokenizer, special tokens, train rows, validation rows, encoded train lengths)."""
     from datatuner_core import linearize as lin
-    from datatuner_core import lm, storage
+    from datatuner_core import lm, stage_reader
     from datatuner_core.ingest import ingest
     from datatuner_core.tokenizer import build_tokenizer
 
@@ -43,7 +43,7 @@ def prepare(work: Path, entries: int, max_length: int):
     caps = {"train": entries, "validation": 64}  # entries=None: the whole train split
     ingest("webnlg", inputs, str(work / "records"), max_records=caps)
     specials = lin.linearize(str(work / "records"), str(work / "lin"))["extra"]["special_tokens"]
-    rows = storage.read_stage(str(work / "lin")).to_pylist()
+    rows = stage_reader.read_stage(str(work / "lin")).to_pylist()
     train = [r for r in rows if r["split"] == "train"]
     val = [r for r in rows if r["split"] == "validation"]
     corpus = [r["linearized"] for r in train] + [t for r in train for t in r["references"]]

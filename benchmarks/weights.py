@@ -54,14 +54,14 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
 
-    from datatuner_core import storage
+    from datatuner_core import stage_reader
     from datatuner_core.classifier import FidelityScorer
     from datatuner_core.generate import score_and_choose
 
     scorer = FidelityScorer(args.classifier)
     result = {"classifier": args.classifier, "weights": args.weights, "stages": {}}
     for stage in args.stage:
-        rows = storage.read_stage(stage).to_pylist()
+        rows = stage_reader.read_stage(stage).to_pylist()
         if any(r.get("split") == "test" for r in rows):
             raise SystemExit(f"{stage}: test rows; the weight is chosen on dev only")
         for r in rows:

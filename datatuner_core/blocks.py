@@ -28,7 +28,7 @@ import uuid
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from . import storage
+from . import stage_reader, storage
 
 BLOCKS_DIR = "_blocks"
 
@@ -48,11 +48,11 @@ class BlockJournal:
         """The journal entries whose parts are whole (size and checksum), oldest first; each
         entry's `path` is its part relative to the stage folder. Entries whose part is missing
         or changed are left out (their rows are done again) with one line on stderr."""
-        names = [e["name"].rstrip("/").rsplit("/", 1)[-1] for e in storage._ls(self.loc)]
+        names = [e["name"].rstrip("/").rsplit("/", 1)[-1] for e in storage.list_dir(self.loc)]
         journals = sorted(n for n in names if n.startswith("block-") and n.endswith(".json"))
         if not journals:
             return []
-        parts = {e["name"].rstrip("/").rsplit("/", 1)[-1]: e for e in storage._ls(self.stage)}
+        parts = {e["name"].rstrip("/").rsplit("/", 1)[-1]: e for e in storage.list_dir(self.stage)}
         entries, bad = [], 0
         for name in journals:
             try:
@@ -64,8 +64,8 @@ class BlockJournal:
             part = parts.get(journal.get("part", ""))
             listed = {**journal, "path": journal.get("part")}
             whole = part is not None and part.get("size") == journal.get("bytes")
-            if whole and not storage._checksum_matches(self.stage.child(journal["part"]), listed,
-                                                       part):  # fmt: skip
+            part_loc = self.stage.child(journal["part"])
+            if whole and not stage_reader.checksum_matches(part_loc, listed, part):
                 whole = False
             if not whole:
                 bad += 1
@@ -85,7 +85,7 @@ class BlockJournal:
         pq.write_table(table, buf, compression="zstd")
         data = buf.getvalue().to_pybytes()
         part = f"{self.prefix}{key}.parquet"
-        etag = storage._write_bytes(self.stage.child(part), data)
+        etag = storage.write_file(self.stage.child(part), data)
         entry = {
             "part": part,
             "rows": table.num_rows,
@@ -96,13 +96,13 @@ class BlockJournal:
             "notes": dict(notes or {}),
             "finished": time.time(),
         }
-        storage._write_bytes(self.loc.child(f"block-{key}.json"), json.dumps(entry).encode())
+        storage.write_file(self.loc.child(f"block-{key}.json"), json.dumps(entry).encode())
         return {**entry, "path": part}
 
     def clear(self) -> None:
         """Forget every finished block of this fingerprint (a forced re-run); their parts go
         with the next commit, which does not list them."""
-        for entry in storage._ls(self.loc):
+        for entry in storage.list_dir(self.loc):
             if entry.get("type") == "file":
                 self.loc.fs.rm(entry["name"])
 

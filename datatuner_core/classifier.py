@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import linearize as lin
-from . import storage
+from . import stage_reader, storage
 from .corrupt import LABELS, RULE_LABELS
 from .tokenizer import build_tokenizer, is_scratch, load_pretrained_tokenizer
 from .training import StageRows, TrainTask, train_with_ray
@@ -771,7 +771,7 @@ def train_classifier(
     of held-out categories (`linearize.validation_splits`)."""
     started = time.time()
     if eval_split is None:
-        stats = storage.read_manifest(corruptions_uri, storage_options).get("extra") or {}
+        stats = stage_reader.read_manifest(corruptions_uri, storage_options).get("extra") or {}
         totals = {k: v.get("total", 0) for k, v in (stats.get("pairs") or {}).items()}
         eval_split = lin.validation_splits(totals)
     options = config.model_dump() if hasattr(config, "model_dump") else dict(config or {})

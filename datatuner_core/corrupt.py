@@ -612,25 +612,25 @@ def corrupt(
     (`validation_unseen`: the records of held-out categories, see `linearize`). A record
     without a reference text cannot give a pair and is quarantined. Returns the manifest.
     """
-    from . import storage
+    from . import fingerprints, stage_reader, stage_writer
     from .linearize import UNSEEN_SPLIT
     from .schema import CORRUPTIONS, make_quarantine
 
-    source = storage.read_manifest(linearized_uri, storage_options)
+    source = stage_reader.read_manifest(linearized_uri, storage_options)
     inputs = [{"uri": linearized_uri, "fingerprint": source["fingerprint"]}]
     # a split the linearized stage does not have is left out (and out of the fingerprint, so a
     # stage made before held-out categories existed stays current)
     present = (source.get("extra") or {}).get("splits") or {}
     splits = tuple(s for s in splits if s != UNSEEN_SPLIT or present.get(s))
     config = {"per_example": per_example, "seed": seed, "balance": balance, "splits": splits}
-    fp = storage.fingerprint("corrupt", inputs, config, storage.code_version())
-    if not force and (done := storage.current_manifest(output_uri, fp, storage_options)):
+    fp = fingerprints.fingerprint("corrupt", inputs, config, fingerprints.code_version())
+    if not force and (done := stage_reader.current_manifest(output_uri, fp, storage_options)):
         return {**done, "skipped": True}
-    writer = storage.StageWriter(
+    writer = stage_writer.StageWriter(
         output_uri, "corrupt", CORRUPTIONS, storage_options=storage_options
     )
     by_split: dict[str, list[dict]] = {split: [] for split in splits}
-    for batch in storage.iter_stage_batches(linearized_uri, storage_options):
+    for batch in stage_reader.iter_stage_batches(linearized_uri, storage_options):
         for row in batch.to_pylist():
             if row["split"] not in by_split:
                 continue

@@ -705,9 +705,9 @@ def split_summary(metrics: dict) -> dict:
 def evaluate_splits(generations_uri: str, storage_options: dict | None = None) -> dict:
     """`split_summary` of each split of a generations stage (the dev sample: `validation`,
     `validation_unseen`), each split scored on its own (its own corpus entity index)."""
-    from . import storage
+    from . import stage_reader
 
-    rows = storage.read_stage(generations_uri, storage_options).to_pylist()
+    rows = stage_reader.read_stage(generations_uri, storage_options).to_pylist()
     splits = dict.fromkeys(str(r.get("split")) for r in rows)
     return {
         split: split_summary(
@@ -731,9 +731,9 @@ def evaluate_stage(
     webnlg_breakdown: bool | None = None,
 ) -> dict:
     """`evaluate_generations` on a generations stage folder (read through `storage`)."""
-    from . import storage
+    from . import stage_reader
 
-    table = storage.read_stage(generations_uri, storage_options)
+    table = stage_reader.read_stage(generations_uri, storage_options)
     metrics = evaluate_generations(table, webnlg_breakdown=webnlg_breakdown)
     if "model_version" in table.column_names:
         versions = pc.unique(table.column("model_version").combine_chunks()).to_pylist()

@@ -19,7 +19,7 @@ import sys
 import time
 from collections.abc import Iterator
 
-from . import storage
+from . import fingerprints, stage_reader, stage_writer, storage
 from .config import GenerateConfig
 from .rerank import fidelity_verdict, missing_entities, rerank_candidates
 
@@ -471,7 +471,7 @@ def generate_stage(
     from .schema import GENERATIONS
     from .training import ensure_ray
 
-    source = storage.read_manifest(linearized_uri, storage_options)
+    source = stage_reader.read_manifest(linearized_uri, storage_options)
     inputs = [
         {"uri": linearized_uri, "fingerprint": source["fingerprint"]},
         {"lm": lm_uri, "classifier": classifier_uri},
@@ -485,15 +485,15 @@ def generate_stage(
         "length_sort": length_sort,
         **(decoding or {}),
     }
-    fp = storage.fingerprint("generate", inputs, config, storage.code_version())
-    if not force and (done := storage.current_manifest(output_uri, fp, storage_options)):
+    fp = fingerprints.fingerprint("generate", inputs, config, fingerprints.code_version())
+    if not force and (done := stage_reader.current_manifest(output_uri, fp, storage_options)):
         return {**done, "skipped": True}
     if rerank and classifier_uri is None:
         raise ValueError("reranking needs a classifier: give classifier_uri or set rerank=false")
 
     # the lock first: an output that cannot be written fails before Ray starts; the finished
     # blocks of an earlier attempt with this fingerprint (killed, stopped) are kept
-    writer = storage.StageWriter(
+    writer = stage_writer.StageWriter(
         output_uri, "generate", GENERATIONS, storage_options=storage_options
     )
     with writer:
@@ -504,7 +504,7 @@ def generate_stage(
         for entry in kept:
             writer.adopt(entry)
         done = [i for entry in kept for i in entry["ids"]]
-        files = storage.stage_files(linearized_uri, storage_options)
+        files = stage_reader.stage_files(linearized_uri, storage_options)
         todo = _count_rows(files, split, storage_options)
         todo = todo if max_records is None else min(todo, max_records)
         local = todo - len(done) <= in_process_max
@@ -720,7 +720,7 @@ def _read_parquet(files: list[str], storage_options: dict | None):
     from pyarrow.fs import FSSpecHandler, PyFileSystem
 
     loc = storage.locate(files[0], storage_options)
-    if "memory" in storage._protocols(loc.fs):
+    if "memory" in storage.protocols(loc.fs):
         raise storage.StorageError("Ray workers cannot read memory:// stages; use a path or s3://")
     paths = [storage.locate(f, storage_options).path for f in files]
     filesystem = PyFileSystem(FSSpecHandler(loc.fs))

@@ -153,26 +153,27 @@ def with_hard_negatives(
     with the new pairs; `extra.hard_negatives` holds their count by label."""
     from collections import Counter
 
-    from . import storage
+    from . import fingerprints, stage_reader, stage_writer
     from .corrupt import corruption_stats
     from .schema import CORRUPTIONS, make_quarantine
 
-    sources = [(u, storage.read_manifest(u, storage_options)) for u in (corruptions_uri, beams_uri)]
+    uris = (corruptions_uri, beams_uri)
+    sources = [(u, stage_reader.read_manifest(u, storage_options)) for u in uris]
     inputs = [{"uri": u, "fingerprint": m["fingerprint"]} for u, m in sources]
-    fp = storage.fingerprint("hard_negatives", inputs, storage.code_version())
-    if not force and (done := storage.current_manifest(output_uri, fp, storage_options)):
+    fp = fingerprints.fingerprint("hard_negatives", inputs, fingerprints.code_version())
+    if not force and (done := stage_reader.current_manifest(output_uri, fp, storage_options)):
         return {**done, "skipped": True}
-    writer = storage.StageWriter(
+    writer = stage_writer.StageWriter(
         output_uri, "corrupt", CORRUPTIONS, storage_options=storage_options
     )
     train = []
-    for batch in storage.iter_stage_batches(corruptions_uri, storage_options):
+    for batch in stage_reader.iter_stage_batches(corruptions_uri, storage_options):
         for pair in batch.to_pylist():
             writer.add(pair)
             if pair["split"] == "train":
                 train.append(pair)
     rows = []
-    for batch in storage.iter_stage_batches(beams_uri, storage_options):
+    for batch in stage_reader.iter_stage_batches(beams_uri, storage_options):
         for row in batch.to_pylist():
             writer.stats.read += 1
             if not any((c.get("text") or "").strip() for c in row.get("candidates") or []):

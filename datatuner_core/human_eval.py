@@ -28,7 +28,7 @@ import random
 from collections.abc import Sequence
 from itertools import combinations
 
-from . import storage
+from . import stage_reader, storage
 
 ERRORS = ("omission", "hallucination", "value_error", "repetition")
 COLUMNS = ("item", "data", "text", "fluency", *ERRORS, "comment")
@@ -67,7 +67,7 @@ def export(predictions: str, output: str, n: int = 100, seed: int = 0,
     """Write the annotation CSV and its key; return what was written."""
     from . import evaluate
 
-    rows = [r for r in storage.read_stage(predictions, storage_options).to_pylist()
+    rows = [r for r in stage_reader.read_stage(predictions, storage_options).to_pylist()
             if r.get("text")]  # fmt: skip
     index = evaluate.EntityIndex(e for r in rows for e in r.get("entities") or [])
     strata: dict[str, list[dict]] = {}

@@ -28,7 +28,7 @@ import re
 import sys
 from collections.abc import Collection, Iterable, Mapping
 
-from . import storage
+from . import fingerprints, stage_reader, stage_writer
 from .schema import LINEARIZED, make_quarantine
 
 DATA, TEXT, EOS, PAD = "<data>", "<text>", "<eos>", "<pad>"
@@ -176,7 +176,7 @@ def linearize(
     mode: str = "fine",
     holdout_categories: Collection[str] = (),
     storage_options: dict | None = None,
-    shard_bytes: int = storage.DEFAULT_SHARD_BYTES,
+    shard_bytes: int = stage_writer.DEFAULT_SHARD_BYTES,
     force: bool = False,
 ) -> dict:
     """Linearize a records stage into a linearized stage. Returns the manifest, whose `extra`
@@ -186,14 +186,14 @@ def linearize(
     if mode not in MODES:
         raise ValueError(f"unknown linearize mode {mode!r}; choose one of {', '.join(MODES)}")
     holdout = sorted(set(holdout_categories))
-    source = storage.read_manifest(records_uri, storage_options)
+    source = stage_reader.read_manifest(records_uri, storage_options)
     inputs = [{"uri": records_uri, "fingerprint": source["fingerprint"]}]
     config = {"mode": mode, **({"holdout_categories": holdout} if holdout else {})}
-    fp = storage.fingerprint("linearize", inputs, config, storage.code_version())
-    if not force and (done := storage.current_manifest(output_uri, fp, storage_options)):
+    fp = fingerprints.fingerprint("linearize", inputs, config, fingerprints.code_version())
+    if not force and (done := stage_reader.current_manifest(output_uri, fp, storage_options)):
         return {**done, "skipped": True}
 
-    writer = storage.StageWriter(
+    writer = stage_writer.StageWriter(
         output_uri,
         "linearize",
         LINEARIZED,
@@ -202,7 +202,7 @@ def linearize(
     )
     train_tokens, all_tokens, splits = set(), set(), {}
     held_out = dict.fromkeys(holdout, 0)
-    for batch in storage.iter_stage_batches(records_uri, storage_options):
+    for batch in stage_reader.iter_stage_batches(records_uri, storage_options):
         for record in batch.to_pylist():
             writer.stats.read += 1
             if (split := holdout_split(record, holdout)) != record.get("split"):
@@ -259,22 +259,22 @@ def sample_splits(
     is a selection, not a transformation); `extra.sampled_from` holds each split's size."""
     import random
 
-    source = storage.read_manifest(linearized_uri, storage_options)
+    source = stage_reader.read_manifest(linearized_uri, storage_options)
     if splits is None:
         splits = validation_splits(source.get("extra", {}).get("splits") or {})
         splits = splits if isinstance(splits, tuple) else (splits,)
     splits = tuple(splits)
     inputs = [{"uri": linearized_uri, "fingerprint": source["fingerprint"]}]
     config = {"per_split": per_split, "seed": seed, "splits": list(splits)}
-    fp = storage.fingerprint("sample_splits", inputs, config, storage.code_version())
-    if not force and (done := storage.current_manifest(output_uri, fp, storage_options)):
+    fp = fingerprints.fingerprint("sample_splits", inputs, config, fingerprints.code_version())
+    if not force and (done := stage_reader.current_manifest(output_uri, fp, storage_options)):
         return {**done, "skipped": True}
     rows: dict[str, list[dict]] = {split: [] for split in splits}
-    for batch in storage.iter_stage_batches(linearized_uri, storage_options):
+    for batch in stage_reader.iter_stage_batches(linearized_uri, storage_options):
         for row in batch.to_pylist():
             if row["split"] in rows:
                 rows[row["split"]].append(row)
-    writer = storage.StageWriter(
+    writer = stage_writer.StageWriter(
         output_uri, "linearize", LINEARIZED, storage_options=storage_options
     )
     sizes = {}

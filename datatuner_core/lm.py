@@ -280,7 +280,7 @@ def train_lm(config, linearized_uri: str, special_tokens: list[str], output_uri:
     train through Ray Train on the train split, validate on the validation split (and
     `validation_unseen`, the held-out categories, when there is one), and write the
     best model + training card to `output_uri`. `config`: a PipelineConfig. Returns the card."""
-    from . import storage
+    from . import stage_reader
     from .tokenizer import build_tokenizer
     from .training import StageRows, train_with_ray
 
@@ -298,6 +298,6 @@ def train_lm(config, linearized_uri: str, special_tokens: list[str], output_uri:
         freeze_embeddings=config.lm.freeze_embeddings,
     )
     # checkpoints are chosen on the validation split and the held-out categories' records
-    splits = storage.read_manifest(linearized_uri).get("extra", {}).get("splits") or {}
+    splits = stage_reader.read_manifest(linearized_uri).get("extra", {}).get("splits") or {}
     validation = StageRows(linearized_uri, lin.validation_splits(splits))
     return train_with_ray(task, train, validation, config.lm, output_uri)

@@ -17,7 +17,7 @@ import hashlib
 import json
 import time
 
-from . import storage
+from . import stage_reader, stage_writer, storage
 from .schema import LINEARIZED
 
 
@@ -49,16 +49,16 @@ def plan_changes(
     old: dict[str, str] = {}
     same_models = previous is not None and previous.get("models") == models
     if same_models:
-        for batch in storage.iter_stage_batches(previous["uri"], storage_options):
+        for batch in stage_reader.iter_stage_batches(previous["uri"], storage_options):
             for row in batch.to_pylist():
                 if row["text"] is not None:
                     old[row["id"]] = content_hash(row)
-    writer = storage.StageWriter(
+    writer = stage_writer.StageWriter(
         todo_uri, "regenerate-plan", LINEARIZED, storage_options=storage_options
     )
     counts = {"new": 0, "changed": 0, "unchanged": 0}
     current, carried = set(), set()
-    for batch in storage.iter_stage_batches(linearized_uri, storage_options):
+    for batch in stage_reader.iter_stage_batches(linearized_uri, storage_options):
         for row in batch.to_pylist():
             current.add(row["id"])
             writer.stats.read += 1
@@ -93,7 +93,7 @@ def write_snapshot(
     regenerated ones. Returns the manifest."""
     from .schema import GENERATIONS
 
-    writer = storage.StageWriter(
+    writer = stage_writer.StageWriter(
         snapshot_uri, "regenerate", GENERATIONS, storage_options=storage_options
     )
     sources = []
@@ -102,7 +102,7 @@ def write_snapshot(
     if regenerated_uri is not None:
         sources.append((regenerated_uri, None))
     for uri, keep in sources:
-        for batch in storage.iter_stage_batches(uri, storage_options):
+        for batch in stage_reader.iter_stage_batches(uri, storage_options):
             for row in batch.to_pylist():
                 if keep is not None and row["id"] not in keep:
                     continue

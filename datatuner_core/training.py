@@ -43,7 +43,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import storage
+from . import fingerprints, stage_reader, storage
 
 STATE_FILE = "state.pt"  # tensors and plain containers: loaded with weights_only=True
 PLAIN_STATE_FILE = "state.json"  # the rest of a checkpoint (progress, config, RNG streams)
@@ -151,7 +151,7 @@ class StageRows:
 
     def load(self) -> list[dict]:
         rows = []
-        for batch in storage.iter_stage_batches(self.uri, self.storage_options):
+        for batch in stage_reader.iter_stage_batches(self.uri, self.storage_options):
             rows.extend(r for r in batch.to_pylist() if self.wants(r.get("split")))
         return rows
 
@@ -165,7 +165,7 @@ class StageRows:
         """The rows' identity: the stage's content hash and the split (two stages with the
         same rows are the same training data wherever they live); a stage written before
         manifests carried a content hash: its location and lineage fingerprint."""
-        manifest = storage.read_manifest(self.uri, self.storage_options)
+        manifest = stage_reader.read_manifest(self.uri, self.storage_options)
         if manifest.get("content_sha256"):
             return {"split": self.split, "content_sha256": manifest["content_sha256"]}
         return {"uri": self.uri, "split": self.split, "fingerprint": manifest["fingerprint"]}
@@ -670,7 +670,7 @@ def data_fingerprint(rows) -> dict:
     if isinstance(rows, StageRows):
         return rows.fingerprint()
     rows = list(rows or [])
-    return {"rows": len(rows), "sha256": storage.fingerprint(rows)}
+    return {"rows": len(rows), "sha256": fingerprints.fingerprint(rows)}
 
 
 def split_output(output_uri: str) -> tuple[str, str]:
@@ -728,8 +728,8 @@ def train_with_ray(
     num_workers = num_workers or getattr(config, "workers", None) or 1
     data = {"train": data_fingerprint(train_rows), "validation": data_fingerprint(val_rows)}
     knobs = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in NOT_KNOBS}
-    job = storage.fingerprint(
-        task.name, knobs, data, num_workers, task_identity(task), storage.code_version()
+    job = fingerprints.fingerprint(
+        task.name, knobs, data, num_workers, task_identity(task), fingerprints.code_version()
     )
     reuse = cfg.reuse if reuse is None else reuse
     if reuse and (card := reuse_trained(job, output_uri, storage_options)) is not None:
@@ -784,7 +784,7 @@ def task_identity(task: TrainTask) -> dict:
     identity = {"task": task.name, **_task_description(task)}
     tokenizer = getattr(task, "tokenizer", None)
     if tokenizer is not None and hasattr(tokenizer, "get_vocab"):
-        identity["vocab_sha256"] = storage.fingerprint(sorted(tokenizer.get_vocab().items()))
+        identity["vocab_sha256"] = fingerprints.fingerprint(sorted(tokenizer.get_vocab().items()))
     return identity
 
 

@@ -463,11 +463,11 @@ def _absolute_paths(args: argparse.Namespace) -> None:
 
 
 def cmd_human_eval(args: argparse.Namespace) -> dict:
-    from datatuner_core import human_eval, storage
+    from datatuner_core import human_eval, stage_reader, storage
 
     if args.action == "export":
         done = human_eval.export(args.predictions, args.output, n=args.n, seed=args.seed)
-        read = storage.read_manifest(args.predictions)["counts"]["written"]
+        read = stage_reader.read_manifest(args.predictions)["counts"]["written"]
         return {"command": "human-eval export", "read": read, "written": done["items"],
                 "quarantined": 0, **done}  # fmt: skip
     if args.action == "import":

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from prefect import flow
 
-from datatuner_core import registry, runs, storage
+from datatuner_core import registry, runs, stage_reader, storage
 from datatuner_core.config import PipelineConfig, load_config, reader_options
 from datatuner_core.runs import RunPaths, new_run_id
 from tasks.stages import (
@@ -44,7 +44,7 @@ def train_models(config: PipelineConfig, run: RunPaths) -> tuple[str, str]:
     """Train the LM and the classifier of this run; returns their version URIs. With
     `classifier.hard_negatives`, the LM's beams on a sample of train records, labelled by the
     rules of `hard_negatives`, join the classifier's synthetic pairs."""
-    special = storage.read_manifest(run.stage("linearized"))["extra"]["special_tokens"]
+    special = stage_reader.read_manifest(run.stage("linearized"))["extra"]["special_tokens"]
     train_lm_task(config, run.stage("linearized"), special, run.model("lm"))
     pairs = run.stage("corruptions")
     if n := config.classifier.hard_negatives:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from prefect import flow
 
-from datatuner_core import registry, runs, storage
+from datatuner_core import registry, runs, stage_writer, storage
 from datatuner_core.config import load_config, reader_options
 from datatuner_core.paths import absolute
 from tasks.stages import generate_task, ingest_task, linearize_task
@@ -23,7 +23,7 @@ def input_stage(uri: str) -> dict | None:
     loc = storage.locate(uri)
     if loc.fs.isfile(loc.path):
         return None  # a file: raw input
-    manifest = storage.read_json(storage.join_uri(uri, storage.MANIFEST), missing_ok=True)
+    manifest = storage.read_json(storage.join_uri(uri, stage_writer.MANIFEST), missing_ok=True)
     if manifest is None:
         return None
     if manifest.get("stage") not in STAGE_INPUTS:

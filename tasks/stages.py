@@ -17,7 +17,7 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NONE
 
-from datatuner_core import regenerate, storage
+from datatuner_core import regenerate, stage_reader, storage
 
 BACKOFF = [2, 10, 30]  # seconds before retry 1, 2, 3
 
@@ -198,7 +198,7 @@ def judge_task(generations: str, classifier: str) -> float:
     """Share of the chosen texts of a generations stage that `classifier` labels accurate."""
     from datatuner_core.classifier import FidelityScorer
 
-    rows = [r for r in storage.read_stage(generations).to_pylist() if r["text"] is not None]
+    rows = [r for r in stage_reader.read_stage(generations).to_pylist() if r["text"] is not None]
     scores = FidelityScorer(classifier).score([(r["linearized"], r["text"]) for r in rows])
     return sum(s["label"] == "accurate" for s in scores) / max(len(scores), 1)
 

@@ -113,7 +113,7 @@ def test_quarantine_counts_reach_the_summary(tmp_path):
 def test_evaluate_summary_bleu_equals_sacrebleu(tmp_path):
     import sacrebleu
 
-    from datatuner_core import storage
+    from datatuner_core import stage_writer
     from datatuner_core.schema import GENERATIONS
 
     texts = ["Alan Bean was born in Wheeler, Texas.", "The Eagle is a pub.", None]
@@ -122,7 +122,7 @@ def test_evaluate_summary_bleu_equals_sacrebleu(tmp_path):
         ["The Eagle is a coffee shop."],
         ["Aarhus Airport serves Aarhus."],
     ]
-    writer = storage.StageWriter(str(tmp_path / "generations"), "generate", GENERATIONS)
+    writer = stage_writer.StageWriter(str(tmp_path / "generations"), "generate", GENERATIONS)
     for i, (text, ref) in enumerate(zip(texts, refs)):
         cand = {"text": text, "lm_score": -1.0, "fidelity_label": "accurate", "fidelity_score": 0.9}
         writer.add({

@@ -96,7 +96,7 @@ def ingest(
     for formats whose ids are unique by construction, `IDS_UNIQUE`); such notes are warned once.
     Limits on input units and values: `limits`.
     """
-    from .. import storage
+    from .. import fingerprints, input_files, stage_reader, stage_writer
     from ..schema import RECORDS
 
     module = reader_module(fmt)
@@ -104,17 +104,19 @@ def ingest(
     caps = {k: v for k, v in (max_records or {}).items() if v is not None}
     sources = input_uri if isinstance(input_uri, dict) else {split: input_uri}
     plan = [
-        (name, uri, storage.list_inputs(uri, module.SUFFIXES, storage_options))
+        (name, uri, input_files.list_inputs(uri, module.SUFFIXES, storage_options))
         for name, uri in sources.items()
         if uri is not None
     ]
-    inputs = [i for _, _, files in plan for i in storage.input_fingerprint(files, storage_options)]
+    inputs = [
+        i for _, _, files in plan for i in fingerprints.input_fingerprint(files, storage_options)
+    ]
     config = {"format": fmt, "splits": list(sources), "options": options, "max_records": caps}
-    fp = storage.fingerprint("ingest", inputs, config, storage.code_version())
-    if not force and (done := storage.current_manifest(output_uri, fp, storage_options)):
+    fp = fingerprints.fingerprint("ingest", inputs, config, fingerprints.code_version())
+    if not force and (done := stage_reader.current_manifest(output_uri, fp, storage_options)):
         return {**done, "skipped": True}
 
-    writer = storage.StageWriter(
+    writer = stage_writer.StageWriter(
         output_uri, "ingest", RECORDS, shard_bytes=shard_bytes, storage_options=storage_options
     )
     stats, taken, capped = writer.stats, {}, set()
@@ -196,10 +198,10 @@ def read_lines(uri: str, storage_options: dict | None = None) -> Iterator[tuple[
     A line longer than `limits.MAX_UNIT_BYTES` comes as a `LongLine` holding its head: memory
     stays bounded by the limit and two blocks whatever the file holds (a line of 1 GB in a `.gz`).
     """
-    from .. import storage
+    from .. import input_files
     from . import limits
 
-    with storage.open_input(uri, storage_options) as f:
+    with input_files.open_input(uri, storage_options) as f:
         yield from split_lines(f.read, limits.MAX_UNIT_BYTES)
 
 

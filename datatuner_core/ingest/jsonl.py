@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 
-from .. import storage
+from .. import input_files
 from ..schema import BadInput, content_id, make_quarantine
 from . import Item, LongLine, infer_split, limits, read_lines, safe_text
 
@@ -35,7 +35,7 @@ def read(
 ) -> Iterator[Item]:
     """Yield one Item per non-blank line."""
     for uri in files:
-        name = storage.relative_name(uri, root)
+        name = input_files.relative_name(uri, root)
         file_split = split or infer_split(name)
         for line_no, raw in read_lines(uri, storage_options):
             if not raw.strip():

@@ -20,7 +20,7 @@ import csv
 import re
 from collections.abc import Callable, Iterator
 
-from .. import storage
+from .. import input_files
 from ..schema import MAX_VALUE_CHARS, BadInput, content_id, make_quarantine
 from . import IngestError, Item, LongLine, infer_split, limits, read_lines, safe_text
 from .limits import check_text
@@ -77,7 +77,7 @@ def read_mr_csv(
 ) -> Iterator[Item]:
     """Read CSV files with `mr` and `ref` columns; one record per distinct MR of each file."""
     for uri in files:
-        name = storage.relative_name(uri, root)
+        name = input_files.relative_name(uri, root)
         file_split = split or infer_split(name)
         groups: dict[str, dict] = {}  # MR text → {"act", "slots", "refs", "rows"}
         for line, row, problem in _csv_rows(uri, name, storage_options):

@@ -72,7 +72,7 @@ import zlib
 from collections.abc import Iterator
 from urllib.parse import unquote
 
-from .. import storage
+from .. import input_files
 from ..schema import MAX_VALUE_CHARS, BadInput, make_quarantine, make_record
 from . import IngestError, Item, LongLine, read_lines, safe_text
 
@@ -359,7 +359,7 @@ def read(
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise IngestError(f"ntriples option {key} must be a positive integer, not {value!r}")
     split = split or "all"
-    names = [storage.relative_name(uri, root) for uri in files]
+    names = [input_files.relative_name(uri, root) for uri in files]
 
     tmp = tempfile.mkdtemp(prefix="datatuner-nt-", dir=options.get("tmp_dir"))
     con = None

@@ -19,7 +19,7 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 
-from .. import storage
+from .. import input_files
 from ..schema import BadInput, make_quarantine
 from . import Item, infer_split, limits, safe_text
 from .xml_entries import Entry, EntryStream
@@ -37,9 +37,9 @@ def read(
 ) -> Iterator[Item]:
     """Yield one Item per `<entry>` of every file (and one for a file that is not XML)."""
     for uri in files:
-        name = storage.relative_name(uri, root)
+        name = input_files.relative_name(uri, root)
         file_split = split or infer_split(name)
-        with storage.open_input(uri, storage_options) as f:
+        with input_files.open_input(uri, storage_options) as f:
             stream = EntryStream(f)
             for index, entry in enumerate(stream, 1):
                 yield _entry_item(entry, name, index, file_split, stream.encoding)

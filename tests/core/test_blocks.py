@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from datatuner_core import storage
+from datatuner_core import stage_reader, stage_writer, storage
 from datatuner_core.blocks import BLOCKS_DIR, BlockBuffer, BlockJournal
 from datatuner_core.schema import RECORDS, make_record
 
@@ -42,7 +42,7 @@ def _files(uri: str) -> list[str]:
 def _attempt(uri: str, fp: str, ids_per_block: list[range], *, die: bool) -> dict | None:
     """One writer: blocks of the ids not yet kept; `die`: the writer is abandoned uncommitted
     (its lock released as a killed process's would be) after writing the blocks."""
-    writer = storage.StageWriter(uri, "generate", RECORDS)
+    writer = stage_writer.StageWriter(uri, "generate", RECORDS)
     journal = BlockJournal(uri, fp)
     kept = journal.finished()
     for entry in kept:
@@ -66,8 +66,8 @@ def test_killed_writer_keeps_finished_blocks_and_the_rerun_does_only_the_rest(
 ):
     uri = _uri(scheme, tmp_path, request)
     _attempt(uri, "fp-a", [range(0, 10), range(10, 20)], die=True)
-    with pytest.raises(storage.StageNotFound):
-        storage.read_manifest(uri)  # nothing half-done is visible
+    with pytest.raises(stage_reader.StageNotFound):
+        stage_reader.read_manifest(uri)  # nothing half-done is visible
     journal = BlockJournal(uri, "fp-a")
     first = journal.finished()
     assert [e["rows"] for e in first] == [10, 10]
@@ -86,9 +86,9 @@ def test_killed_writer_keeps_finished_blocks_and_the_rerun_does_only_the_rest(
     assert [f["sha256"] for f in manifest["files"][:2]] == [e["sha256"] for e in first]
     assert manifest["counts"]["read"] == manifest["counts"]["written"] == 30
     assert manifest["counts"]["notes"] == {"seen": 30}
-    ids = storage.read_stage(uri).column("id").to_pylist()
+    ids = stage_reader.read_stage(uri).column("id").to_pylist()
     assert sorted(ids) == sorted(f"r{i}" for i in range(30)) and len(ids) == 30
-    assert storage.verify_stage(uri) == []
+    assert stage_reader.verify_stage(uri) == []
     # the journal, the torn part and the other fingerprint's blocks are gone: the folder holds
     # exactly the listed parts, as any stage does
     assert all(p.startswith("part-b") for p in paths[:2])
@@ -114,7 +114,7 @@ def test_a_changed_part_is_not_kept(tmp_path, capsys):
     entry = json.loads((fp_folder / f"block-{key}.json").read_text())
     assert entry["rows"] == 5 and entry["ids"] == [f"r{i}" for i in range(5)]
     manifest = _attempt(uri, "fp", [range(0, 10)], die=False)
-    ids = storage.read_stage(uri).column("id").to_pylist()
+    ids = stage_reader.read_stage(uri).column("id").to_pylist()
     assert sorted(ids) == sorted(f"r{i}" for i in range(10))
     assert manifest["counts"]["written"] == 10
 

@@ -10,7 +10,7 @@ import random
 import pytest
 
 from datatuner_core import classifier as clf
-from datatuner_core import corrupt, storage
+from datatuner_core import corrupt, stage_reader, storage
 from datatuner_core import linearize as lin
 from datatuner_core.config import ClassifierConfig
 from datatuner_core.ingest import ingest
@@ -37,7 +37,7 @@ def corruptions(shared_data, tmp_path_factory):
     ingest("webnlg", inputs, str(root / "records"), max_records={"train": 600, "validation": 100})
     specials = lin.linearize(str(root / "records"), str(root / "lin"))["extra"]["special_tokens"]
     corrupt.corrupt(str(root / "lin"), str(root / "corrupt"), per_example=5, balance="upsample")
-    rows = storage.read_stage(str(root / "corrupt")).to_pylist()
+    rows = stage_reader.read_stage(str(root / "corrupt")).to_pylist()
     train = [r for r in rows if r["split"] == "train"]
     val = [r for r in rows if r["split"] == "validation"]
     return str(root / "corrupt"), specials, train, val

@@ -473,7 +473,7 @@ def test_real_webnlg_sample():
 
 
 def test_corrupt_stage_on_the_sample(tmp_path):
-    from datatuner_core import linearize, storage
+    from datatuner_core import linearize, stage_reader
     from datatuner_core.corrupt import corrupt
     from datatuner_core.ingest import ingest
 
@@ -485,7 +485,7 @@ def test_corrupt_stage_on_the_sample(tmp_path):
     manifest = corrupt(lin, out, per_example=5, seed=13, balance="upsample")
     counts = manifest["counts"]
     assert (counts["read"], counts["written"], counts["quarantined"]) == (627, 627, 0)  # train+dev
-    rows = storage.read_stage(out).to_pylist()
+    rows = stage_reader.read_stage(out).to_pylist()
     train = [r for r in rows if r["split"] == "train"]
     dev = [r for r in rows if r["split"] == "validation"]
     by_label = Counter(r["label"] for r in train)
@@ -505,6 +505,6 @@ def test_corrupt_stage_on_the_sample(tmp_path):
     other = corrupt(coarse_lin, coarse, per_example=5, seed=13, balance="upsample")
     assert other["fingerprint"] != manifest["fingerprint"]
     assert other["content_sha256"] == manifest["content_sha256"]
-    assert storage.read_stage(coarse).to_pylist() == rows
+    assert stage_reader.read_stage(coarse).to_pylist() == rows
     assert corrupt(lin, str(tmp_path / "seed14"), per_example=5, seed=14,
                    balance="upsample")["content_sha256"] != manifest["content_sha256"]  # fmt: skip

@@ -10,7 +10,7 @@ import pytest
 import sacrebleu
 
 from datatuner_core import evaluate as ev
-from datatuner_core import linearize, storage
+from datatuner_core import linearize, stage_reader, stage_writer
 from datatuner_core.ingest import ingest
 
 HYPS = [
@@ -367,7 +367,7 @@ def test_evaluate_stage_reads_through_storage(tmp_path):
         for r in GEN_ROWS
     ]
     uri = str(tmp_path / "generations")
-    writer = storage.StageWriter(uri, "generate", schema)
+    writer = stage_writer.StageWriter(uri, "generate", schema)
     for row in rows:
         writer.add_counted(row)
     writer.commit(inputs=[], fingerprint="x")
@@ -384,7 +384,7 @@ def webnlg_test(shared_data, tmp_path_factory):
     root = tmp_path_factory.mktemp("webnlg")
     ingest("webnlg", str(shared_data / "webnlg" / "test"), str(root / "records"), split="test")
     linearize.linearize(str(root / "records"), str(root / "linearized"))
-    return storage.read_stage(str(root / "linearized"))
+    return stage_reader.read_stage(str(root / "linearized"))
 
 
 def test_webnlg_references_as_predictions(webnlg_test):

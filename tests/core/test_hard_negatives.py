@@ -156,7 +156,7 @@ def test_score_and_choose_reports_the_verdict_and_keeps_the_classifiers_labels()
 def test_hard_negatives_join_the_synthetic_pairs_as_train_pairs(tmp_path):
     """`with_hard_negatives`: every synthetic pair kept, the beams' pairs added to train, a
     record whose generation failed quarantined with its reason; read == written + quarantined."""
-    from datatuner_core import storage
+    from datatuner_core import stage_reader, stage_writer
     from datatuner_core.hard_negatives import with_hard_negatives
     from datatuner_core.schema import CORRUPTIONS, GENERATIONS
 
@@ -167,7 +167,7 @@ def test_hard_negatives_join_the_synthetic_pairs_as_train_pairs(tmp_path):
             ("train", "accurate", "original"), ("train", "omission", "entity_cut"),
             ("validation", "accurate", "original")])
     ]  # fmt: skip
-    writer = storage.StageWriter(str(tmp_path / "pairs"), "corrupt", CORRUPTIONS)
+    writer = stage_writer.StageWriter(str(tmp_path / "pairs"), "corrupt", CORRUPTIONS)
     for pair in synthetic:
         writer.add(pair)
     writer.commit(inputs=[], fingerprint="pairs", extra={"pairs": {"validation": {"total": 1}}})
@@ -175,7 +175,7 @@ def test_hard_negatives_join_the_synthetic_pairs_as_train_pairs(tmp_path):
         _row("a", [GOOD, "Aarhus Airport serves Aarhus, Denmark."]),
         {**_row("f", []), "text": None, "error": "out of memory"},
     ]
-    writer = storage.StageWriter(str(tmp_path / "beams"), "generate", GENERATIONS)
+    writer = stage_writer.StageWriter(str(tmp_path / "beams"), "generate", GENERATIONS)
     for row in beams:
         full = dict.fromkeys(GENERATIONS.names)
         full.update({**row, "split": "train"})
@@ -186,7 +186,7 @@ def test_hard_negatives_join_the_synthetic_pairs_as_train_pairs(tmp_path):
     counts = manifest["counts"]
     assert (counts["read"], counts["written"], counts["quarantined"]) == (2, 1, 1)
     assert counts["quarantined_by_reason"] == {"no LM text to label": 1}
-    rows = storage.read_stage(out).to_pylist()
+    rows = stage_reader.read_stage(out).to_pylist()
     assert [r["id"] for r in rows[:3]] == ["s0", "s1", "s2"]
     added = [(r["split"], r["label"], r["rule"]) for r in rows[3:]]
     assert added == [("train", "accurate", "lm_beam"), ("train", "omission", "lm_beam")]

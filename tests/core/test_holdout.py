@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from datatuner_core import classifier as clf
-from datatuner_core import corrupt, lm, storage, training
+from datatuner_core import corrupt, lm, stage_reader, stage_writer, training
 from datatuner_core import linearize as lin
 from datatuner_core.config import load_config
 from datatuner_core.schema import RECORDS, make_record
@@ -39,7 +39,7 @@ BAD = {**ROWS[2], "id": "c2", "raw": "c2", "data": {"triples": [], "act": None, 
 
 @pytest.fixture
 def records(tmp_path) -> str:
-    writer = storage.StageWriter(str(tmp_path / "records"), "ingest", RECORDS)
+    writer = stage_writer.StageWriter(str(tmp_path / "records"), "ingest", RECORDS)
     for row in [*ROWS, BAD]:
         writer.add_counted(row)
     writer.commit(inputs=[], fingerprint="records")
@@ -53,12 +53,12 @@ def linearized(records, tmp_path) -> str:
 
 
 def test_held_out_categories_move_to_validation_unseen_and_leave_the_vocabulary(linearized):
-    manifest = storage.read_manifest(linearized)
+    manifest = stage_reader.read_manifest(linearized)
     counts = manifest["counts"]
     assert counts["read"] == counts["written"] + counts["quarantined"] == len(ROWS) + 1
     assert counts["quarantined"] == 1
     # train and validation records of City and Monument move; the test split never does
-    splits = {r["id"]: r["split"] for r in storage.read_stage(linearized).to_pylist()}
+    splits = {r["id"]: r["split"] for r in stage_reader.read_stage(linearized).to_pylist()}
     assert splits == {
         "a1": "train",
         "a2": "train",
@@ -109,7 +109,7 @@ def test_the_lm_never_trains_on_held_out_categories(linearized, monkeypatch):
     calls = []
     monkeypatch.setattr(training, "train_with_ray", _capture(calls))
     config = load_config(None, ["lm.base=scratch:tiny"])
-    special = storage.read_manifest(linearized)["extra"]["special_tokens"]
+    special = stage_reader.read_manifest(linearized)["extra"]["special_tokens"]
     with pytest.raises(_Captured):
         lm.train_lm(config, linearized, special, "memory://unused")
     train, val = calls[0]
@@ -128,13 +128,13 @@ def test_the_classifier_never_trains_on_held_out_categories(linearized, tmp_path
         manifest["counts"]["read"]
         == manifest["counts"]["written"] + manifest["counts"]["quarantined"]
     )
-    rows = storage.read_stage(pairs).to_pylist()
+    rows = stage_reader.read_stage(pairs).to_pylist()
     held = {"c1", "m1", "v2"}
     assert {r["record_id"] for r in rows if r["split"] == "train"} == {"a1", "a2"}
     assert {r["record_id"] for r in rows if r["split"] == lin.UNSEEN_SPLIT} == held
     calls = []
     monkeypatch.setattr(clf, "train_with_ray", _capture(calls))
-    special = storage.read_manifest(linearized)["extra"]["special_tokens"]
+    special = stage_reader.read_manifest(linearized)["extra"]["special_tokens"]
     with pytest.raises(_Captured):
         clf.train_classifier(pairs, str(tmp_path / "clf"), {"base": "scratch:tiny"}, special)
     train, val = calls[0]
@@ -169,7 +169,7 @@ def test_the_validation_sample_takes_each_validation_split_seeded(linearized, tm
     ones on every call (seeded), never a train or test record; read == written."""
     out = str(tmp_path / "sample")
     manifest = lin.sample_splits(linearized, out, 1)
-    rows = storage.read_stage(out).to_pylist()
+    rows = stage_reader.read_stage(out).to_pylist()
     assert sorted(r["split"] for r in rows) == ["validation", "validation_unseen"]
     assert manifest["counts"]["read"] == manifest["counts"]["written"] == 2
     assert manifest["extra"]["sampled_from"] == {"validation": 1, "validation_unseen": 3}
@@ -177,14 +177,14 @@ def test_the_validation_sample_takes_each_validation_split_seeded(linearized, tm
     assert unseen in {"c1", "m1", "v2"}
     again = lin.sample_splits(linearized, str(tmp_path / "again"), 1)
     assert again["counts"]["written"] == 2
-    assert [r["id"] for r in storage.read_stage(str(tmp_path / "again")).to_pylist()] == [
+    assert [r["id"] for r in stage_reader.read_stage(str(tmp_path / "again")).to_pylist()] == [
         r["id"] for r in rows
     ]
     assert lin.sample_splits(linearized, out, 1)["skipped"] is True
     everything = lin.sample_splits(linearized, str(tmp_path / "all"), 10)
     assert everything["counts"]["written"] == 4
     train = lin.sample_splits(linearized, str(tmp_path / "train"), 1, ["train"])
-    assert [r["split"] for r in storage.read_stage(str(tmp_path / "train")).to_pylist()] == [
+    assert [r["split"] for r in stage_reader.read_stage(str(tmp_path / "train")).to_pylist()] == [
         "train"
     ]
     assert train["extra"]["sampled_from"] == {"train": 2}

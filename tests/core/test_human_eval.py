@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from datatuner_core import human_eval, storage
+from datatuner_core import human_eval, stage_writer
 from datatuner_core.schema import GENERATIONS
 
 SLOTS = [{"slot": "name", "value": "Aromi"}, {"slot": "area", "value": "riverside"}]
@@ -27,7 +27,7 @@ ANNOTATED = {
 
 
 def _stage(path) -> str:
-    writer = storage.StageWriter(str(path), "generate", GENERATIONS)
+    writer = stage_writer.StageWriter(str(path), "generate", GENERATIONS)
     for i, (text, label) in enumerate(ROWS):
         cand = {"text": text, "lm_score": -1.0, "fidelity_label": label, "fidelity_score": 0.5}
         writer.add({

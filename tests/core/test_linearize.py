@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from datatuner_core import linearize as lin
-from datatuner_core import storage
+from datatuner_core import stage_reader, stage_writer
 from datatuner_core.ingest import ingest
 from datatuner_core.schema import make_record
 
@@ -93,7 +93,7 @@ def test_shared_data_examples(shared_data, tmp_path):
     records, out = str(tmp_path / "records"), str(tmp_path / "lin")
     ingest("viggo", str(shared_data / "viggo"), records)
     manifest = lin.linearize(records, out)
-    rows = {r["raw"]: r for r in storage.read_stage(out).to_pylist()}
+    rows = {r["raw"]: r for r in stage_reader.read_stage(out).to_pylist()}
     row = rows[
         "verify_attribute(name[Little Big Adventure], rating[average], has_multiplayer[no], "
         "platforms[PlayStation])"
@@ -118,7 +118,7 @@ def _record(rid, split, slots):
 def test_vocabulary_comes_from_train_only_and_is_deterministic(tmp_path):
     from datatuner_core.schema import RECORDS
 
-    writer = storage.StageWriter(str(tmp_path / "rec"), "ingest", RECORDS)
+    writer = stage_writer.StageWriter(str(tmp_path / "rec"), "ingest", RECORDS)
     rows = [
         _record("a", "train", [("zeta", "1"), ("alpha", "2")]),
         _record("b", "test", [("only_in_test", "3")]),
@@ -161,7 +161,7 @@ def test_ntriples_and_jsonl_records_linearize(tmp_path):
     )
     ingest("ntriples", str(dump), str(tmp_path / "r"))
     lin.linearize(str(tmp_path / "r"), str(tmp_path / "l"))
-    (row,) = storage.read_stage(str(tmp_path / "l")).to_pylist()
+    (row,) = stage_reader.read_stage(str(tmp_path / "l")).to_pylist()
     assert row["linearized"] == (
         "<subject> Alan Bean <predicate> alma mater <object> UT Austin ; "
         "<subject> Alan Bean <predicate> birth place <object> Wheeler, Texas"
@@ -174,7 +174,7 @@ def test_ntriples_and_jsonl_records_linearize(tmp_path):
     )
     ingest("jsonl", str(lines), str(tmp_path / "r2"))
     lin.linearize(str(tmp_path / "r2"), str(tmp_path / "l2"))
-    (row,) = storage.read_stage(str(tmp_path / "l2")).to_pylist()
+    (row,) = stage_reader.read_stage(str(tmp_path / "l2")).to_pylist()
     assert row["linearized"] == (
         "<inform> inform ( <name> name: [ The Eagle ], <platforms> platforms: [ PC, Mac ] )"
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from datatuner_core import linearize as lin
-from datatuner_core import lm, storage
+from datatuner_core import lm, stage_reader
 from datatuner_core.ingest import ingest
 from datatuner_core.tokenizer import build_tokenizer
 from datatuner_core.training import plan_batches
@@ -24,7 +24,8 @@ def airport(shared_data, tmp_path_factory):
     xml = shared_data / "webnlg" / "train" / "1triples" / "Airport.xml"
     ingest("webnlg", str(xml), str(root / "records"), split="train")
     manifest = lin.linearize(str(root / "records"), str(root / "lin"))
-    return storage.read_stage(str(root / "lin")).to_pylist(), manifest["extra"]["special_tokens"]
+    rows = stage_reader.read_stage(str(root / "lin")).to_pylist()
+    return rows, manifest["extra"]["special_tokens"]
 
 
 @pytest.fixture(scope="module")

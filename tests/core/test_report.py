@@ -126,11 +126,11 @@ def test_write_report_without_optional_parts(tmp_path):
 def test_the_report_sets_test_beside_the_validation_splits_and_the_curve(tmp_path):
     """A generations stage of the validation sample is scored per split (`evaluate_splits`),
     each beside test in one table, with the oracle; the LM curve shows each split's ppl."""
-    from datatuner_core import storage
+    from datatuner_core import stage_writer
     from datatuner_core.schema import GENERATIONS
 
     dev = str(tmp_path / "dev")
-    writer = storage.StageWriter(dev, "generate", GENERATIONS)
+    writer = stage_writer.StageWriter(dev, "generate", GENERATIONS)
     for split, row in (("validation", ROWS[0]), ("validation_unseen", ROWS[1])):
         full = {name: None for name in GENERATIONS.names}
         full.update({**row, "split": split, "data": None, "linearized": "x"})

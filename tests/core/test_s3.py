@@ -8,7 +8,7 @@ import time
 
 import fsspec
 
-from datatuner_core import linearize, storage
+from datatuner_core import linearize, stage_lock, stage_reader, stage_writer, storage
 from datatuner_core.ingest import ingest
 
 from ..conftest import SAMPLE
@@ -35,7 +35,7 @@ def test_ingest_and_linearize_on_s3(s3_env):
     manifest = ingest("webnlg", f"{s3_env}/input/webnlg", records, shard_bytes=200_000)
     assert manifest["counts"]["read"] == manifest["counts"]["written"] == 737
     assert len(manifest["files"]) > 1
-    rows = storage.read_stage(records).to_pylist()
+    rows = stage_reader.read_stage(records).to_pylist()
     assert {r["split"] for r in rows} == {"train", "validation", "test"}
     assert sum(r["split"] == "test" for r in rows) == 110
     assert rows[0]["id"].startswith("dev/1triples/Airport.xml#")  # relative to the S3 root
@@ -44,7 +44,7 @@ def test_ingest_and_linearize_on_s3(s3_env):
 
     lmanifest = linearize.linearize(records, lin)
     assert lmanifest["counts"]["written"] == 737
-    assert storage.read_stage(lin).column("linearized")[0].as_py().startswith("<subject> ")
+    assert stage_reader.read_stage(lin).column("linearized")[0].as_py().startswith("<subject> ")
     # Credentials come from the environment and never reach a manifest.
     fs = fsspec.filesystem("s3", endpoint_url=_endpoint())
     text = fs.cat_file(f"{records.removeprefix('s3://')}/_manifest.json").decode()
@@ -59,7 +59,7 @@ def test_compressed_jsonl_from_s3_with_bad_lines(s3_env):
     out = f"{s3_env}/out"
     manifest = ingest("jsonl", f"{s3_env}/in", out)
     assert (manifest["counts"]["read"], manifest["counts"]["written"]) == (3, 2)
-    bad = storage.read_stage(out, quarantine=True).to_pylist()
+    bad = stage_reader.read_stage(out, quarantine=True).to_pylist()
     assert [(b["location"], b["reason"].split(":")[0]) for b in bad] == [
         ("data.jsonl.gz:4", "malformed JSON")
     ]
@@ -81,7 +81,7 @@ def _records(n: int, tag: str = "a") -> list[dict]:
 def _write_stage(uri: str, n: int, *, bad: int = 0, fp: str = "fp", tag: str = "a") -> dict:
     from datatuner_core.schema import RECORDS, make_quarantine
 
-    writer = storage.StageWriter(uri, "ingest", RECORDS, shard_bytes=1_500)
+    writer = stage_writer.StageWriter(uri, "ingest", RECORDS, shard_bytes=1_500)
     for row in _records(n, tag):
         writer.add_counted(row)
     for i in range(bad):
@@ -107,9 +107,9 @@ def test_nested_stage_keeps_its_shards_and_skip_check_uses_etags(s3_env):
     child = _write_stage(records, 120, bad=2, fp="rec")
     _write_stage(out, 200, fp="gen-1", tag="g")
     parent = _write_stage(out, 30, fp="gen-2", tag="g")
-    assert storage.read_stage(records, quarantine=True).num_rows == 2
-    assert storage.read_stage(records).num_rows == 120 and len(child["files"]) > 1
-    assert storage.verify_stage(records) == []
+    assert stage_reader.read_stage(records, quarantine=True).num_rows == 2
+    assert stage_reader.read_stage(records).num_rows == 120 and len(child["files"]) > 1
+    assert stage_reader.verify_stage(records) == []
     fs = fsspec.filesystem("s3", endpoint_url=_endpoint())
     top = sorted(p.rsplit("/", 1)[-1] for p in fs.ls(out.removeprefix("s3://"), refresh=True))
     assert [p for p in top if p.startswith("part-")] == sorted(f["path"] for f in parent["files"])
@@ -118,11 +118,11 @@ def test_nested_stage_keeps_its_shards_and_skip_check_uses_etags(s3_env):
     data = bytearray(fs.cat_file(shard))
     data[len(data) // 2] ^= 0xFF
     fs.pipe_file(shard, bytes(data))
-    assert storage.current_manifest(records, "rec") is None
+    assert stage_reader.current_manifest(records, "rec") is None
     child = _write_stage(records, 120, bad=2, fp="rec")
-    assert storage.current_manifest(records, "rec") == child
+    assert stage_reader.current_manifest(records, "rec") == child
     fs.rm(f"{records.removeprefix('s3://')}/{child['quarantine_files'][0]['path']}")
-    assert storage.current_manifest(records, "rec") is None
+    assert stage_reader.current_manifest(records, "rec") is None
 
 
 def _foreign_lock(uri: str, **fields) -> None:
@@ -139,19 +139,19 @@ def test_s3_lock_refuses_a_live_writer_and_takes_over_a_stale_one(s3_env, monkey
 
     uri = f"{s3_env}/locked"
     _foreign_lock(uri)  # another host's writer, heartbeat fresh
-    with pytest.raises(storage.StageLocked) as info:
-        storage.StageWriter(uri, "ingest", RECORDS, lock_wait_s=0.5)
+    with pytest.raises(stage_lock.StageLocked) as info:
+        stage_writer.StageWriter(uri, "ingest", RECORDS, lock_wait_s=0.5)
     message = str(info.value)
     assert f"stage {uri} is being written" in message and "pid 1 on elsewhere" in message
     assert "\n" not in message
-    _foreign_lock(uri, heartbeat=time.time() - storage.LOCK_STALE_S - 5)  # that writer died
+    _foreign_lock(uri, heartbeat=time.time() - stage_lock.LOCK_STALE_S - 5)  # that writer died
     assert _write_stage(uri, 10)["counts"]["written"] == 10
     fs = fsspec.filesystem("s3", endpoint_url=_endpoint())
     assert not fs.exists(f"{uri.removeprefix('s3://')}/_lock")  # released at commit
 
     # the holder's heartbeat moves on; a writer whose lock was taken over cannot commit
-    monkeypatch.setattr(storage, "LOCK_HEARTBEAT_S", 0.1)
-    writer = storage.StageWriter(uri, "ingest", RECORDS)
+    monkeypatch.setattr(stage_lock, "LOCK_HEARTBEAT_S", 0.1)
+    writer = stage_writer.StageWriter(uri, "ingest", RECORDS)
     path = f"{uri.removeprefix('s3://')}/_lock"
     first = json.loads(fs.cat_file(path))["heartbeat"]
     time.sleep(0.6)
@@ -160,9 +160,9 @@ def test_s3_lock_refuses_a_live_writer_and_takes_over_a_stale_one(s3_env, monkey
     _foreign_lock(uri, heartbeat=time.time())
     for row in _records(3):
         writer.add_counted(row)
-    with pytest.raises(storage.StageLocked, match="lost its lock"):
+    with pytest.raises(stage_lock.StageLocked, match="lost its lock"):
         writer.commit(inputs=[], fingerprint="late")
-    assert storage.read_manifest(uri)["counts"]["written"] == 10  # the stage before stays
+    assert stage_reader.read_manifest(uri)["counts"]["written"] == 10  # the stage before stays
 
 
 def test_two_writers_on_one_s3_stage_leave_one_whole_stage(s3_env, monkeypatch):
@@ -185,10 +185,10 @@ def test_two_writers_on_one_s3_stage_leave_one_whole_stage(s3_env, monkeypatch):
     for t in threads:
         t.join(timeout=120)
     assert errors == []
-    manifest = storage.read_manifest(uri)
-    rows = storage.read_stage(uri).to_pylist()
+    manifest = stage_reader.read_manifest(uri)
+    rows = stage_reader.read_stage(uri).to_pylist()
     assert len({r["source"] for r in rows}) == 1 and len({r["id"] for r in rows}) == 150
-    assert storage.verify_stage(uri) == [] and all(f.get("etag") for f in manifest["files"])
+    assert stage_reader.verify_stage(uri) == [] and all(f.get("etag") for f in manifest["files"])
     fs = fsspec.filesystem("s3", endpoint_url=_endpoint())
     names = [p.rsplit("/", 1)[-1] for p in fs.ls(uri.removeprefix("s3://"), refresh=True)]
     assert sorted(n for n in names if n.startswith("part-")) == sorted(

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from datatuner_core import ser, storage
+from datatuner_core import ser, stage_reader
 from datatuner_core.ingest import ingest
 
 
@@ -72,7 +72,7 @@ def test_viggo_yes_no_slots_and_lists():
 def test_viggo_test_references_score_near_zero(shared_data, tmp_path):
     out = str(tmp_path / "viggo")
     ingest("viggo", str(shared_data / "viggo" / "viggo-test.csv"), out, split="test")
-    rows = storage.read_stage(out).to_pylist()
+    rows = stage_reader.read_stage(out).to_pylist()
     found = ser.ser((r["data"]["slots"], ref) for r in rows for ref in r["references"])
     assert found["texts"] == 1083 and found["units"] == 4965
     assert found["ser"] < 0.03  # measured 2.1 % (the aligner's floor; the entity check: 14 %)

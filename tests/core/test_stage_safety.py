@@ -25,7 +25,7 @@ import fsspec
 import pyarrow.parquet as pq
 import pytest
 
-from datatuner_core import storage
+from datatuner_core import stage_lock, stage_reader, stage_writer, storage
 from datatuner_core.schema import RECORDS, make_quarantine, make_record
 
 REPO = Path(__file__).resolve().parents[2]
@@ -41,7 +41,7 @@ def _rows(n: int, tag: str = "a") -> list[dict]:
 
 
 def _write(uri: str, rows: list[dict], *, bad: int = 0, fp: str = "f1", **kwargs) -> dict:
-    writer = storage.StageWriter(uri, "ingest", RECORDS, shard_bytes=2_000, **kwargs)
+    writer = stage_writer.StageWriter(uri, "ingest", RECORDS, shard_bytes=2_000, **kwargs)
     for row in rows:
         writer.add_counted(row)
     for i in range(bad):
@@ -97,8 +97,8 @@ def test_commit_never_touches_a_stage_nested_in_its_folder(root):
     for uri in (records, other):
         assert names(uri) == before[uri]
         assert _damage(uri) == []
-    assert len(storage.read_stage(records, quarantine=True)) == 2
-    assert storage.read_stage(records).num_rows == 40
+    assert len(stage_reader.read_stage(records, quarantine=True)) == 2
+    assert stage_reader.read_stage(records).num_rows == 40
     # the parent's own folder holds exactly the shards its manifest lists, no quarantine left
     assert _parquet_names(root) == sorted(f["path"] for f in parent["files"])
     assert _parquet_names(root, "_quarantine") == []
@@ -109,7 +109,7 @@ def test_commit_never_touches_a_stage_nested_in_its_folder(root):
 
 def _slow_writer(uri: str, tag: str, errors: list, delay: float = 0.01, **kwargs) -> None:
     try:
-        writer = storage.StageWriter(uri, "ingest", RECORDS, shard_bytes=1, **kwargs)
+        writer = stage_writer.StageWriter(uri, "ingest", RECORDS, shard_bytes=1, **kwargs)
         for i, row in enumerate(_rows(40, tag)):
             writer.add_counted(row)
             if i % ROWS_PER_SHARD == ROWS_PER_SHARD - 1:
@@ -138,15 +138,15 @@ def test_two_writers_on_one_folder_leave_one_whole_stage(root, monkeypatch):
         t.join(timeout=60)
     assert errors == []
     assert _damage(root) == []
-    rows = storage.read_stage(root).to_pylist()
+    rows = stage_reader.read_stage(root).to_pylist()
     assert len({r["source"] for r in rows}) == 1  # one writer's rows, not a mix
     assert sorted(r["id"] for r in rows) == [f"r{i:04d}" for i in range(40)]
-    manifest = storage.read_manifest(root)
+    manifest = stage_reader.read_manifest(root)
     assert _parquet_names(root) == sorted(f["path"] for f in manifest["files"])
 
 
 def test_a_second_writer_fails_with_one_line_naming_the_stage(root):
-    holder = storage.StageWriter(root, "ingest", RECORDS)
+    holder = stage_writer.StageWriter(root, "ingest", RECORDS)
     errors: list = []
     loser = threading.Thread(
         target=_slow_writer, args=(root, "b", errors), kwargs={"lock_wait_s": 0.3}
@@ -154,7 +154,7 @@ def test_a_second_writer_fails_with_one_line_naming_the_stage(root):
     loser.start()
     loser.join(timeout=30)
     (error,) = errors
-    assert isinstance(error, storage.StageLocked)
+    assert isinstance(error, stage_lock.StageLocked)
     message = str(error)
     assert "\n" not in message and f"stage {root} is being written by another writer" in message
     assert f"pid {os.getpid()}" in message and "_lock" in message
@@ -163,33 +163,38 @@ def test_a_second_writer_fails_with_one_line_naming_the_stage(root):
     holder.commit(inputs=[], fingerprint="x")
     errors.clear()
     _slow_writer(root, "b", errors)  # the lock is free after the commit
-    assert errors == [] and storage.read_stage(root).num_rows == 40
+    assert errors == [] and stage_reader.read_stage(root).num_rows == 40
 
 
 def test_a_retry_in_the_same_thread_takes_over_its_failed_writer(root):
     """A stage that failed without `abort()` (its writer still referenced, as by a traceback)
     does not block the retry in the same thread; the failed writer can no longer commit."""
     _write(root, _rows(10, "old"), fp="old")
-    failed = storage.StageWriter(root, "ingest", RECORDS, shard_bytes=1)
+    failed = stage_writer.StageWriter(root, "ingest", RECORDS, shard_bytes=1)
     for row in _rows(12, "failed"):
         failed.add_counted(row)
     failed.out.flush()
     retry = _write(root, _rows(8, "new"), fp="new")
     assert retry["fingerprint"] == "new" and _damage(root) == []
-    with pytest.raises(storage.StageLocked, match="lost its lock"):
+    with pytest.raises(stage_lock.StageLocked, match="lost its lock"):
         failed.commit(inputs=[], fingerprint="failed")
-    assert storage.read_manifest(root)["fingerprint"] == "new"
-    assert {r["source"] for r in storage.read_stage(root).to_pylist()} == {"new"}
+    assert stage_reader.read_manifest(root)["fingerprint"] == "new"
+    assert {r["source"] for r in stage_reader.read_stage(root).to_pylist()} == {"new"}
 
 
 def test_with_block_gives_the_attempt_up_on_error(root):
     _write(root, _rows(10, "old"), fp="old")
-    with pytest.raises(RuntimeError), storage.StageWriter(root, "x", RECORDS, shard_bytes=1) as w:
+    with (
+        pytest.raises(RuntimeError),
+        stage_writer.StageWriter(root, "x", RECORDS, shard_bytes=1) as w,
+    ):
         for row in _rows(12, "failed"):
             w.add_counted(row)
         w.out.flush()
         raise RuntimeError("the stage failed")
-    assert _parquet_names(root) == sorted(f["path"] for f in storage.read_manifest(root)["files"])
+    assert _parquet_names(root) == sorted(
+        f["path"] for f in stage_reader.read_manifest(root)["files"]
+    )
     _write(root, _rows(5, "next"), fp="next", lock_wait_s=0)  # the lock was released
 
 
@@ -204,11 +209,13 @@ def _spawn(uri: str, tag: str, rows: int = 40, delay: float = 0.01) -> subproces
 
 def _rerun(uri: str, tag: str) -> dict:
     """The re-run a user makes: skipped if the stage is whole, else written again."""
-    return storage.current_manifest(uri, f"fp-{tag}") or _write(uri, _rows(40, tag), fp=f"fp-{tag}")
+    return stage_reader.current_manifest(uri, f"fp-{tag}") or _write(
+        uri, _rows(40, tag), fp=f"fp-{tag}"
+    )
 
 
 def _one_generation(uri: str) -> list[dict]:
-    rows = storage.read_stage(uri).to_pylist()
+    rows = stage_reader.read_stage(uri).to_pylist()
     assert len({r["source"] for r in rows}) == 1, "the manifest mixes two writers' rows"
     assert sorted(r["id"] for r in rows) == [f"r{i:04d}" for i in range(40)]
     return rows
@@ -258,7 +265,7 @@ def test_a_killed_rewrite_keeps_the_old_stage_and_the_next_commit_leaves_one_gen
             break
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=10)
-    assert storage.read_manifest(uri)["fingerprint"] == "fp-old" and _damage(uri) == []
+    assert stage_reader.read_manifest(uri)["fingerprint"] == "fp-old" and _damage(uri) == []
     assert {r["source"] for r in _one_generation(uri)} == {"old"}
     assert _rerun(uri, "new")["fingerprint"] == "fp-new"
     table = pq.read_table(uri)  # the folder itself, as a stranger would read it
@@ -271,16 +278,16 @@ def test_a_killed_rewrite_keeps_the_old_stage_and_the_next_commit_leaves_one_gen
 
 def test_skip_check_rebuilds_when_a_listed_shard_is_deleted_or_altered(root):
     manifest = _write(root, _rows(40), bad=1, fp="fp")
-    assert storage.current_manifest(root, "fp") == manifest
+    assert stage_reader.current_manifest(root, "fp") == manifest
     fs, path = fsspec.core.url_to_fs(root)
     shard = f"{path}/{manifest['files'][-1]['path']}"
     data = bytearray(fs.cat_file(shard))
     data[len(data) // 2] ^= 0xFF  # same size, other bytes
     fs.pipe_file(shard, bytes(data))
-    assert storage.current_manifest(root, "fp") is None
+    assert stage_reader.current_manifest(root, "fp") is None
     manifest = _write(root, _rows(40), bad=1, fp="fp")
     fs.rm(f"{path}/{manifest['quarantine_files'][0]['path']}")
-    assert storage.current_manifest(root, "fp") is None
+    assert stage_reader.current_manifest(root, "fp") is None
 
 
 def test_ingest_is_not_skipped_when_its_stage_lost_a_shard(tmp_path):
@@ -294,7 +301,7 @@ def test_ingest_is_not_skipped_when_its_stage_lost_a_shard(tmp_path):
     (tmp_path / "records" / first["files"][0]["path"]).unlink()
     again = ingest("jsonl", str(data), out, shard_bytes=2_000)
     assert not again.get("skipped")
-    assert storage.read_stage(out).num_rows == 200 and _damage(out) == []
+    assert stage_reader.read_stage(out).num_rows == 200 and _damage(out) == []
 
 
 # ----------------------------------------------------------------------------- unwritable outputs
@@ -335,7 +342,7 @@ def test_read_only_output_fails_before_the_input_is_read(tmp_path, monkeypatch):
         with pytest.raises(storage.StorageError, match=f"cannot write to {out}"):
             ingest("jsonl", str(data), str(out))
         with pytest.raises(storage.StorageError, match=f"cannot write to {out}"):
-            storage.StageWriter(str(out), "ingest", RECORDS)
+            stage_writer.StageWriter(str(out), "ingest", RECORDS)
     assert calls == []  # the input was never parsed
 
 
@@ -354,14 +361,14 @@ def test_store_errors_name_the_uri(tmp_path):
     missing = f"{stage}/{manifest['files'][0]['path']}"
     os.unlink(missing)
     with pytest.raises(storage.StorageError, match=f"shard {missing} is listed"):
-        storage.read_stage(stage)
+        stage_reader.read_stage(stage)
 
 
 # ----------------------------------------------------------------------------- the subprocess
 
 
 def _writer_main(uri: str, tag: str, rows: int, delay: float) -> None:
-    writer = storage.StageWriter(uri, "ingest", RECORDS, shard_bytes=1)
+    writer = stage_writer.StageWriter(uri, "ingest", RECORDS, shard_bytes=1)
     print("locked", flush=True)
     for i, row in enumerate(_rows(rows, tag)):
         writer.add_counted(row)

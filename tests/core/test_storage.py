@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from datatuner_core import storage
+from datatuner_core import fingerprints, input_files, stage_reader, stage_writer, storage
 from datatuner_core.schema import RECORDS, make_quarantine, make_record
 
 
@@ -25,7 +25,7 @@ def _rows(n: int, split: str = "train") -> list[dict]:
 
 
 def _write(uri: str, rows: list[dict], shard_bytes: int, bad: int = 0, fp: str = "f1") -> dict:
-    writer = storage.StageWriter(uri, "ingest", RECORDS, shard_bytes=shard_bytes)
+    writer = stage_writer.StageWriter(uri, "ingest", RECORDS, shard_bytes=shard_bytes)
     for row in rows:
         writer.add_counted(row)
     for i in range(bad):
@@ -54,12 +54,12 @@ def test_stage_roundtrip_shards_and_manifest(tmp_path, scheme):
         f"part-{attempt}-00001.parquet",
     ]
     assert manifest["quarantine_files"][0]["path"] == f"_quarantine/part-{attempt}-00000.parquet"
-    assert storage.read_manifest(uri) == manifest
-    table = storage.read_stage(uri)
+    assert stage_reader.read_manifest(uri) == manifest
+    table = stage_reader.read_stage(uri)
     assert table.schema == RECORDS
     assert table.column("id").to_pylist() == [r["id"] for r in rows]
-    assert storage.read_stage(uri, quarantine=True).num_rows == 3
-    streamed = sum(b.num_rows for b in storage.iter_stage_batches(uri, batch_size=700))
+    assert stage_reader.read_stage(uri, quarantine=True).num_rows == 3
+    streamed = sum(b.num_rows for b in stage_reader.iter_stage_batches(uri, batch_size=700))
     assert streamed == 5000
 
 
@@ -67,40 +67,40 @@ def test_empty_stage_keeps_its_schema(tmp_path):
     uri = str(tmp_path / "empty")
     manifest = _write(uri, [], shard_bytes=1000)
     assert manifest["files"][0]["rows"] == 0
-    assert storage.read_stage(uri).schema == RECORDS
+    assert stage_reader.read_stage(uri).schema == RECORDS
 
 
 def test_folder_without_manifest_is_not_a_stage(tmp_path):
     uri = str(tmp_path / "unfinished")
-    writer = storage.StageWriter(uri, "ingest", RECORDS, shard_bytes=10_000)
+    writer = stage_writer.StageWriter(uri, "ingest", RECORDS, shard_bytes=10_000)
     for row in _rows(500):
         writer.add(row)
     writer.out.flush()  # shards on disk, but the stage was never committed
     assert list((tmp_path / "unfinished").glob("part-*.parquet"))
-    with pytest.raises(storage.StageNotFound, match="_manifest.json is missing"):
-        storage.read_stage(uri)
+    with pytest.raises(stage_reader.StageNotFound, match="_manifest.json is missing"):
+        stage_reader.read_stage(uri)
 
 
 def test_rewrite_keeps_the_old_stage_until_its_commit_then_removes_its_shards(tmp_path):
     uri = str(tmp_path / "stage")
     first = _write(uri, _rows(3000), shard_bytes=100_000)
     assert len(first["files"]) > 2
-    writer = storage.StageWriter(uri, "ingest", RECORDS, shard_bytes=100_000)
+    writer = stage_writer.StageWriter(uri, "ingest", RECORDS, shard_bytes=100_000)
     for row in _rows(10):
         writer.add_counted(row)
     writer.out.flush()
     # while rewriting, readers by manifest still see the whole old stage, not a mix
-    assert storage.read_manifest(uri) == first
-    assert storage.read_stage(uri).num_rows == 3000
+    assert stage_reader.read_manifest(uri) == first
+    assert stage_reader.read_stage(uri).num_rows == 3000
     second = writer.commit(inputs=[], fingerprint="f2")
     listed = sorted(f["path"] for f in second["files"])
     assert sorted(p.name for p in (tmp_path / "stage").glob("part-*")) == listed
-    assert storage.read_stage(uri).num_rows == 10
+    assert stage_reader.read_stage(uri).num_rows == 10
     assert not (tmp_path / "stage" / "_lock").exists()  # released at commit
 
 
 def test_conservation_is_checked_before_commit(tmp_path):
-    writer = storage.StageWriter(str(tmp_path / "s"), "ingest", RECORDS)
+    writer = stage_writer.StageWriter(str(tmp_path / "s"), "ingest", RECORDS)
     writer.stats.read = 3
     writer.stats.written = 1
     with pytest.raises(AssertionError, match="conservation broken: read 3 != written 1"):
@@ -111,10 +111,10 @@ def test_conservation_is_checked_before_commit(tmp_path):
 def test_current_manifest_and_fingerprint(tmp_path):
     uri = str(tmp_path / "stage")
     _write(uri, _rows(3), shard_bytes=1000, fp="abc")
-    assert storage.current_manifest(uri, "abc")["fingerprint"] == "abc"
-    assert storage.current_manifest(uri, "other") is None
-    assert storage.current_manifest(str(tmp_path / "nothing"), "abc") is None
-    assert storage.fingerprint({"a": 1, "b": 2}) == storage.fingerprint({"b": 2, "a": 1})
+    assert stage_reader.current_manifest(uri, "abc")["fingerprint"] == "abc"
+    assert stage_reader.current_manifest(uri, "other") is None
+    assert stage_reader.current_manifest(str(tmp_path / "nothing"), "abc") is None
+    assert fingerprints.fingerprint({"a": 1, "b": 2}) == fingerprints.fingerprint({"b": 2, "a": 1})
 
 
 def test_content_hash_names_the_rows_not_the_lineage(tmp_path):
@@ -122,7 +122,7 @@ def test_content_hash_names_the_rows_not_the_lineage(tmp_path):
     give the same `content_sha256`, each shard its own sha256; one changed row changes it."""
     import hashlib
 
-    from datatuner_core.training import StageRows
+    from datatuner_core.training_data import StageRows
 
     a = _write(str(tmp_path / "a"), _rows(200), shard_bytes=20_000, fp="one")
     b = _write(str(tmp_path / "b"), _rows(200), shard_bytes=20_000, bad=2, fp="two")
@@ -147,22 +147,22 @@ def test_inputs_are_identified_by_content_not_by_modification_time(tmp_path):
 
     data = tmp_path / "in.jsonl"
     data.write_text('{"triples": [["A", "p", "B"]], "references": ["A p B."]}\n')
-    (stamp,) = storage.input_fingerprint([str(data)])
+    (stamp,) = fingerprints.input_fingerprint([str(data)])
     assert stamp["size"] == data.stat().st_size
     assert stamp["stamp"] == "sha256:" + hashlib.sha256(data.read_bytes()).hexdigest()
     out = str(tmp_path / "records")
     assert not ingest("jsonl", str(data), out).get("skipped")
     # a re-copy of the same bytes (new modification time) keeps the cache key: skipped
     os.utime(data, (1_000_000_000, 1_000_000_000))
-    assert storage.input_fingerprint([str(data)]) == [stamp]
+    assert fingerprints.input_fingerprint([str(data)]) == [stamp]
     assert ingest("jsonl", str(data), out)["skipped"] is True
     # new content of the same size, even with the old time back, re-runs the stage
     data.write_text('{"triples": [["A", "p", "C"]], "references": ["A p C."]}\n')
     os.utime(data, (1_000_000_000, 1_000_000_000))
-    assert storage.input_fingerprint([str(data)])[0]["stamp"] != stamp["stamp"]
+    assert fingerprints.input_fingerprint([str(data)])[0]["stamp"] != stamp["stamp"]
     again = ingest("jsonl", str(data), out)
     assert not again.get("skipped")
-    assert storage.read_stage(out).to_pylist()[0]["data"]["triples"][0]["object"] == "C"
+    assert stage_reader.read_stage(out).to_pylist()[0]["data"]["triples"][0]["object"] == "C"
 
 
 def test_manifest_is_valid_json_written_atomically(tmp_path):
@@ -180,15 +180,15 @@ def test_list_inputs(tmp_path):
     (tmp_path / "d" / "sub").mkdir(parents=True)
     for name in ["d/a.xml", "d/sub/b.xml.gz", "d/sub/c.txt", "d/_skip.xml"]:
         (tmp_path / name).write_text("x")
-    found = storage.list_inputs(str(tmp_path / "d"), (".xml",))
-    assert [storage.relative_name(f, str(tmp_path / "d")) for f in found] == [
+    found = input_files.list_inputs(str(tmp_path / "d"), (".xml",))
+    assert [input_files.relative_name(f, str(tmp_path / "d")) for f in found] == [
         "a.xml",
         "sub/b.xml.gz",
     ]
     with pytest.raises(storage.StorageError, match="input not found"):
-        storage.list_inputs(str(tmp_path / "missing"), (".xml",))
+        input_files.list_inputs(str(tmp_path / "missing"), (".xml",))
     with pytest.raises(storage.StorageError, match="no .csv files under"):
-        storage.list_inputs(str(tmp_path / "d"), (".csv",))
+        input_files.list_inputs(str(tmp_path / "d"), (".csv",))
 
 
 def test_copy_dir_between_stores_leaves_out_the_skipped(tmp_path):

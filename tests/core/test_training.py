@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from datatuner_core import linearize as lin
-from datatuner_core import lm, storage, training
+from datatuner_core import lm, stage_reader, storage, training
 from datatuner_core.config import LMConfig
 from datatuner_core.ingest import ingest
 from datatuner_core.tokenizer import build_tokenizer
@@ -84,7 +84,7 @@ def lm_task(shared_data, tmp_path_factory):
     ingest("webnlg", inputs, str(root / "records"))
     manifest = lin.linearize(str(root / "records"), str(root / "lin"))
     specials = manifest["extra"]["special_tokens"]
-    rows = storage.read_stage(str(root / "lin")).to_pylist()
+    rows = stage_reader.read_stage(str(root / "lin")).to_pylist()
     train = [r for r in rows if r["split"] == "train"]
     val = [r for r in rows if r["split"] == "validation"]
     corpus = [r["linearized"] for r in train] + [t for r in train for t in r["references"]]
@@ -285,9 +285,9 @@ def test_classifier_curve_benchmark_reports_each_validation(ray_local, tmp_path)
     points = result["points"]
     assert [p["step"] for p in points] == [2, 4] and result["steps"] == 4
     run = tmp_path / "store" / "runs" / "demo-curve"
-    held = [r for r in storage.read_stage(str(run / "corruptions")).to_pylist()
+    held = [r for r in stage_reader.read_stage(str(run / "corruptions")).to_pylist()
             if r["split"] == "validation"]  # fmt: skip
-    records = storage.read_stage(str(run / "records")).to_pylist()
+    records = stage_reader.read_stage(str(run / "records")).to_pylist()
     assert {r["split"] for r in records} == {"train", "validation"}  # the test split is not read
     assert set(points[0]["caught"]) == {r["rule"] for r in held}
     best = max(p["macro_f1"] for p in points)  # the exported model: a best point (ties: either)

@@ -22,7 +22,7 @@ import fsspec
 import psutil
 import pytest
 
-from datatuner_core import storage
+from datatuner_core import stage_reader
 
 from ..conftest import REPO, free_port
 from .conftest import TINY
@@ -248,7 +248,7 @@ def test_verbalize_completes_on_the_head_after_losing_a_node(cluster, bucket_env
     for key in (*S3_ENV, "AWS_ENDPOINT_URL"):
         monkeypatch.setenv(key, env[key])
     fsspec.AbstractFileSystem.clear_instance_cache()
-    ids = [r["id"] for r in storage.read_stage(out).to_pylist()]
+    ids = [r["id"] for r in stage_reader.read_stage(out).to_pylist()]
     assert len(ids) == len(set(ids)) == 400
 
     state = cluster.state()

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import yaml
 
-from datatuner_core import storage
+from datatuner_core import stage_reader
 
 from ..conftest import REPO, free_port
 
@@ -99,7 +99,7 @@ def test_deploy_worker_and_run(trained_run, tmp_path):
         )  # fmt: skip
         assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
         assert "Completed" in run.stdout
-        rows = storage.read_stage(str(out)).to_pylist()
+        rows = stage_reader.read_stage(str(out)).to_pylist()
         assert [r["id"] for r in rows] == ["x1"] and rows[0]["text"] is not None
     finally:
         for proc in (worker, server):

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import yaml
 
-from datatuner_core import storage
+from datatuner_core import stage_reader
 
 from ..conftest import SAMPLE, free_port
 
@@ -162,11 +162,11 @@ def test_relative_paths_from_another_directory_beside_an_unrelated_ray(tmp_path)
     assert out["generate"]["beams"] == 2  # the recorded setting, not the library default (5)
     for key in ("quarantined_by_reason", "notes", "shards", "skipped"):
         assert key in out
-    rows = storage.read_stage(str(work / "out")).to_pylist()
+    rows = stage_reader.read_stage(str(work / "out")).to_pylist()
     assert sorted(r["id"] for r in rows) == ["a", "b"]
     assert all(len(r["candidates"]) == 2 for r in rows)
 
     # a records stage written by `ingest` (here: the run's) is taken as input, no --format
     out2 = _summary(again)
     assert out2["read"] == 254 and out2["records"] == 254
-    assert len(storage.read_stage(str(work / "out2"))) == 254
+    assert len(stage_reader.read_stage(str(work / "out2"))) == 254

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from datatuner_core import registry, storage
+from datatuner_core import registry, stage_reader
 from datatuner_core.corrupt import LABELS
 from datatuner_core.rerank import fidelity_verdict, missing_entities
 
@@ -15,7 +15,7 @@ def test_pipeline_writes_generations_report_and_registers(trained_run):
     root, summary = trained_run
     assert summary["run_id"] == "run1"
     assert (summary["read"], summary["written"], summary["quarantined"]) == (370, 370, 0)
-    generations = storage.read_stage(summary["generations"]).to_pylist()
+    generations = stage_reader.read_stage(summary["generations"]).to_pylist()
     ids = [g["id"] for g in generations]
     assert len(ids) == len(set(ids)) == 30  # every capped test record exactly once
     assert all(g["split"] == "test" for g in generations)
@@ -53,9 +53,10 @@ def test_pipeline_writes_generations_report_and_registers(trained_run):
     card = json.loads((root / "models" / "lm" / "run1" / "training_card.json").read_text())
     assert card["metrics"]["steps"] == 12
     # the validation sample (generate.dev_records=5) verbalized beside test, and the LM's curve
-    sample = storage.read_stage(str(root / "runs" / "run1" / "validation_sample")).to_pylist()
+    sample = stage_reader.read_stage(str(root / "runs" / "run1" / "validation_sample")).to_pylist()
     assert len(sample) == 5 and {r["split"] for r in sample} == {"validation"}
-    dev = storage.read_stage(str(root / "runs" / "run1" / "generations_validation")).to_pylist()
+    dev_uri = str(root / "runs" / "run1" / "generations_validation")
+    dev = stage_reader.read_stage(dev_uri).to_pylist()
     assert sorted(r["id"] for r in dev) == sorted(r["id"] for r in sample)
     assert metrics["validation"]["validation"]["n"] == 5
     assert summary["metrics"]["bleu_validation"] == metrics["validation"]["validation"]["bleu"]
@@ -64,11 +65,11 @@ def test_pipeline_writes_generations_report_and_registers(trained_run):
     assert "## Test beside the validation splits" in report and "| test (reported) | 30 |" in report
     assert "## LM validation curve" in report
     # classifier.hard_negatives=4: the LM's beams on 4 train records, labelled, joined its pairs
-    merged = storage.read_manifest(str(root / "runs" / "run1" / "pairs_with_lm_beams"))
+    merged = stage_reader.read_manifest(str(root / "runs" / "run1" / "pairs_with_lm_beams"))
     hard = merged["extra"]["hard_negatives"]
     assert merged["counts"]["read"] == 4 == hard["records"] + merged["counts"]["quarantined"]
     assert hard["pairs"] == sum(hard["by_label"].values()) >= hard["records"]
-    pairs = storage.read_stage(str(root / "runs" / "run1" / "pairs_with_lm_beams")).to_pylist()
+    pairs = stage_reader.read_stage(str(root / "runs" / "run1" / "pairs_with_lm_beams")).to_pylist()
     lm_pairs = [p for p in pairs if p["rule"] == "lm_beam"]
     assert len(lm_pairs) == hard["pairs"] and {p["split"] for p in lm_pairs} == {"train"}
     card = json.loads((root / "models" / "classifier" / "run1" / "training_card.json").read_text())
@@ -79,14 +80,14 @@ def test_generation_sorts_records_by_length_and_keeps_every_text(trained_run):
     from datatuner_core.generate import Generator
 
     root, summary = trained_run
-    generations = storage.read_stage(summary["generations"]).to_pylist()
+    generations = stage_reader.read_stage(summary["generations"]).to_pylist()
     lengths = [len(g["linearized"]) for g in generations]
     assert lengths == sorted(lengths)  # generate.length_sort (default): one Ray Data sort
     assert json.loads((root / "runs" / "run1" / "generations" / "_manifest.json").read_text())[
         "config"
     ]["length_sort"]
     # the same candidates as the LM gives the records in input order, batched with others
-    linearized = storage.read_stage(str(root / "runs" / "run1" / "linearized")).to_pylist()
+    linearized = stage_reader.read_stage(str(root / "runs" / "run1" / "linearized")).to_pylist()
     tests = [r for r in linearized if r["split"] == "test"]
     assert [len(r["linearized"]) for r in tests] != lengths
     plain = Generator(
@@ -105,7 +106,7 @@ def test_generation_sorts_records_by_length_and_keeps_every_text(trained_run):
 SMALL_JOB = """
 import json, sys, time
 import ray
-from datatuner_core import storage
+from datatuner_core import stage_reader
 from datatuner_core.generate import generate_stage
 root, out = sys.argv[1], sys.argv[2]
 args = dict(lm_uri=f"{root}/models/lm/run1", classifier_uri=f"{root}/models/classifier/run1",
@@ -115,7 +116,7 @@ for name, limit in (("local", 64), ("ray", 0)):
     started = time.time()
     manifest = generate_stage(f"{root}/runs/run1/linearized", f"{out}/{name}",
                               in_process_max=limit, **args)
-    rows = storage.read_stage(f"{out}/{name}").to_pylist()
+    rows = stage_reader.read_stage(f"{out}/{name}").to_pylist()
     found[name] = {"engine": manifest["extra"]["engine"], "ray": ray.is_initialized(),
                    "seconds": time.time() - started, "written": manifest["counts"]["written"],
                    "texts": {r["id"]: [c["text"] for c in r["candidates"]] for r in rows},
@@ -155,12 +156,12 @@ def test_rerun_of_a_finished_run_skips_every_stage(trained_run):
         assert (m / "training_card.json").read_bytes() == card
         assert (m / "model.safetensors").stat().st_mtime_ns == weights.st_mtime_ns
     for stage in ("records", "linearized", "corruptions", "generations"):
-        manifest = storage.read_manifest(str(root / "runs" / "run1" / stage))
+        manifest = stage_reader.read_manifest(str(root / "runs" / "run1" / stage))
         assert (
             manifest["counts"]["read"]
             == manifest["counts"]["written"] + manifest["counts"]["quarantined"]
         )
-    rows = storage.read_stage(first["generations"]).to_pylist()
+    rows = stage_reader.read_stage(first["generations"]).to_pylist()
     assert len({r["id"] for r in rows}) == 30
 
 
@@ -178,7 +179,7 @@ def test_verbalize_a_jsonl_input_with_the_production_models(trained_run, tmp_pat
     out = str(tmp_path / "verbalized")
     summary = verbalize(str(source), "jsonl", out, str(root), overrides=["generate.beams=2"])
     assert (summary["read"], summary["written"], summary["quarantined"]) == (3, 2, 1)
-    rows = storage.read_stage(out).to_pylist()
+    rows = stage_reader.read_stage(out).to_pylist()
     assert sorted(r["id"] for r in rows) == ["a", "b"]
     assert all(len(r["candidates"]) == 2 and r["model_version"] == "run1+run1" for r in rows)
 
@@ -212,7 +213,7 @@ def test_regenerate_only_what_changed(trained_run, tmp_path):
     second = regenerate(None, overrides, "night2")
     assert second["changes"]["changed"] == 1 and second["changes"]["regenerate"] == 1
     assert second["changes"]["carried_over"] == 99 and second["records"] == 100
-    snapshot = storage.read_stage(second["output"]).to_pylist()
+    snapshot = stage_reader.read_stage(second["output"]).to_pylist()
     assert sorted(r["id"] for r in snapshot) == sorted(f"r{i}" for i in range(100))
     changed = next(r for r in snapshot if r["id"] == "r3")
     assert "Sweden" in changed["linearized"]
@@ -245,9 +246,9 @@ def test_quality_and_decoding_benchmarks_read_a_real_run(trained_run, tmp_path):
     clf_dir = root / "models" / "classifier" / "run1"
     quality.main(["rescore", "--storage", str(store), "--run", "sample-fine", "--label", "same",
                   "--classifier", str(clf_dir)])  # fmt: skip
-    again = storage.read_stage(str(store / "runs" / "sample-fine" / "rescored" / "same"
+    again = stage_reader.read_stage(str(store / "runs" / "sample-fine" / "rescored" / "same"
                                    / "generations")).to_pylist()  # fmt: skip
-    first = {r["id"]: r for r in storage.read_stage(summary["generations"]).to_pylist()}
+    first = {r["id"]: r for r in stage_reader.read_stage(summary["generations"]).to_pylist()}
     assert len(again) == 30 and {r["id"] for r in again} == set(first)
     for r in again:
         assert r["text"] == first[r["id"]]["text"]
@@ -259,7 +260,7 @@ def test_quality_and_decoding_benchmarks_read_a_real_run(trained_run, tmp_path):
     quality.main(["rescore", "--storage", str(store), "--run", "sample-fine", "--label", "cov",
                   "--coverage-only"])  # fmt: skip
 
-    for r in storage.read_stage(str(store / "runs" / "sample-fine" / "rescored" / "cov"
+    for r in stage_reader.read_stage(str(store / "runs" / "sample-fine" / "rescored" / "cov"
                                      / "generations")).to_pylist():  # fmt: skip
         best = min((missing_entities(c["text"], r["entities"]), -c["lm_score"])
                    for c in r["candidates"])  # fmt: skip
@@ -403,7 +404,7 @@ def test_quality_and_decoding_benchmarks_read_a_real_run(trained_run, tmp_path):
     a, b = bench["rerank"]
     assert a["records"] == b["records"] == 6 and b["same_texts_as_first"] == 6
     assert sum(a["labels"].values()) == 6 and a["bleu"] == b["bleu"]
-    held = [r for r in storage.read_stage(str(corruptions)).to_pylist()
+    held = [r for r in stage_reader.read_stage(str(corruptions)).to_pylist()
             if r["split"] == "validation"]  # fmt: skip
     x, y = bench["heldout"]
     assert x["pairs"] == y["pairs"] == len(held) > 0 and x["macro_f1"] == y["macro_f1"]

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import fsspec
 
-from datatuner_core import storage
+from datatuner_core import stage_reader
 
 from ..conftest import REPO, TcpProxy
 
@@ -107,10 +107,10 @@ def test_killed_then_stopped_generation_resumes_from_its_finished_blocks(trained
                                   "records_generated": 400 - kept}  # fmt: skip
     assert 0 < kept < 400
     assert json.loads(linearized.read_text())["timings"] == before  # finished stage skipped
-    manifest = storage.read_manifest(str(out))
+    manifest = stage_reader.read_manifest(str(out))
     listed = {f["path"].rsplit("/", 1)[-1]: f["sha256"] for f in manifest["files"]}
     assert all(listed[part] == e["sha256"] for part, e in stopped.items())  # kept as they were
-    ids = [r["id"] for r in storage.read_stage(str(out)).to_pylist()]
+    ids = [r["id"] for r in stage_reader.read_stage(str(out)).to_pylist()]
     assert len(ids) == len(set(ids)) == 400
     kept_ids = {i for e in stopped.values() for i in e["ids"]}
     assert len(kept_ids) == kept
@@ -185,7 +185,6 @@ def test_two_runs_at_once_on_one_root(trained_run, tmp_path):
     for name, proc in zip(("a", "b"), procs):
         stdout, stderr = proc.communicate(timeout=900)
         assert proc.returncode == 0, stderr[-3000:]
-        ids = [
-            r["id"] for r in storage.read_stage(str(tmp_path / "shared-root" / name)).to_pylist()
-        ]
+        rows = stage_reader.read_stage(str(tmp_path / "shared-root" / name)).to_pylist()
+        ids = [r["id"] for r in rows]
         assert sorted(ids) == sorted(f"{name}{i}" for i in range(60))

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from datatuner_core import storage
+from datatuner_core import stage_reader
 from datatuner_core.ingest import ingest, limits
 from datatuner_core.schema import content_id
 
@@ -38,7 +38,7 @@ def test_jsonl_shapes_and_bad_lines(tmp_path):
     manifest = ingest("jsonl", str(path), out, split=None)
     counts = manifest["counts"]
     assert (counts["read"], counts["written"], counts["quarantined"]) == (11, 4, 7)
-    rows = storage.read_stage(out).to_pylist()
+    rows = stage_reader.read_stage(out).to_pylist()
     assert rows[0]["id"] == "a1" and rows[0]["category"] == "Astronaut"
     assert rows[0]["data"]["triples"] == [
         {"subject": "Alan_Bean", "predicate": "birthPlace", "object": "Wheeler, Texas"}
@@ -54,7 +54,7 @@ def test_jsonl_shapes_and_bad_lines(tmp_path):
     assert rows[1]["split"] == "all" and rows[2]["split"] == "test"
     assert rows[2]["data"]["slots"][1] == {"slot": "platforms", "value": "PC, Xbox"}
     assert rows[3]["data"]["triples"][0]["object"] == "3"
-    bad = storage.read_stage(out, quarantine=True).to_pylist()
+    bad = stage_reader.read_stage(out, quarantine=True).to_pylist()
     assert [(b["location"], b["reason"].split(":")[0]) for b in bad] == [
         ("mine.jsonl:6", "malformed JSON"),
         ("mine.jsonl:7", "malformed record"),
@@ -71,10 +71,10 @@ def test_split_option_overrides_line_split(tmp_path):
     path.write_text(json.dumps({"triples": [["A", "p", "B"]], "split": "test"}) + "\n")
     out = str(tmp_path / "out")
     ingest("jsonl", str(path), out, split="validation")
-    assert storage.read_stage(out).column("split").to_pylist() == ["validation"]
+    assert stage_reader.read_stage(out).column("split").to_pylist() == ["validation"]
     out2 = str(tmp_path / "out2")
     ingest("jsonl", str(path), out2)
-    assert storage.read_stage(out2).column("split").to_pylist() == ["test"]
+    assert stage_reader.read_stage(out2).column("split").to_pylist() == ["test"]
 
 
 def _ingest_lines(tmp_path, lines: list[bytes]):
@@ -82,8 +82,8 @@ def _ingest_lines(tmp_path, lines: list[bytes]):
     path.write_bytes(b"\n".join(lines) + b"\n")
     out = str(tmp_path / "out")
     counts = ingest("jsonl", str(path), out)["counts"]
-    good = storage.read_stage(out).to_pylist()
-    bad = storage.read_stage(out, quarantine=True).to_pylist()
+    good = stage_reader.read_stage(out).to_pylist()
+    bad = stage_reader.read_stage(out, quarantine=True).to_pylist()
     return counts, good, bad
 
 

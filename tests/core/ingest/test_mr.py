@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from datatuner_core import storage
+from datatuner_core import stage_reader
 from datatuner_core.ingest import IngestError, ingest, limits
 from datatuner_core.ingest.mr import parse_act, parse_slots
 from datatuner_core.schema import BadInput
@@ -58,7 +58,7 @@ def test_parse_act_error():
 def _ingest_counts(fmt, path, tmp_path):
     out = str(tmp_path / fmt)
     manifest = ingest(fmt, str(path), out)
-    rows = storage.read_stage(out).to_pylist()
+    rows = stage_reader.read_stage(out).to_pylist()
     records = collections.Counter(r["split"] for r in rows)
     texts = collections.Counter()
     for r in rows:
@@ -135,12 +135,12 @@ def test_bad_rows_are_quarantined(tmp_path):
         2,
     )
     assert counts["notes"] == {"rows_without_reference": 1}
-    rows = storage.read_stage(out).to_pylist()
+    rows = stage_reader.read_stage(out).to_pylist()
     assert [(r["split"], r["references"]) for r in rows] == [
         ("test", ["A is good.", "People like A."]),
         ("test", []),
     ]
-    bad = storage.read_stage(out, quarantine=True).to_pylist()
+    bad = stage_reader.read_stage(out, quarantine=True).to_pylist()
     assert [(b["location"], b["reason"].split(":")[0]) for b in bad] == [
         ("viggo-test.csv:4", "unparsable MR"),
         ("viggo-test.csv:5", "invalid UTF-8 in the row"),
@@ -161,8 +161,8 @@ def _viggo(tmp_path, body: bytes):
     path.write_bytes(body)
     out = str(tmp_path / "out")
     counts = ingest("viggo", str(path), out)["counts"]
-    good = storage.read_stage(out).to_pylist()
-    bad = storage.read_stage(out, quarantine=True).to_pylist()
+    good = stage_reader.read_stage(out).to_pylist()
+    bad = stage_reader.read_stage(out, quarantine=True).to_pylist()
     return counts, good, bad
 
 
@@ -182,9 +182,9 @@ def test_an_unbalanced_quote_costs_one_row(tmp_path):
     out = str(tmp_path / "out")
     counts = ingest("e2e", str(path), out)["counts"]
     assert (counts["read"], counts["written"], counts["quarantined"]) == (12, 11, 1)
-    references = [r["references"] for r in storage.read_stage(out).to_pylist()]
+    references = [r["references"] for r in stage_reader.read_stage(out).to_pylist()]
     assert references == [[f"G{i} is a good place."] for i in range(12) if i != 1]
-    bad = storage.read_stage(out, quarantine=True).to_pylist()
+    bad = stage_reader.read_stage(out, quarantine=True).to_pylist()
     assert (bad[0]["location"], bad[0]["raw"]) == ("test.csv:3", rows[1].decode())
     assert bad[0]["reason"] == "malformed CSV row: ',' expected after '\"'"
 

@@ -10,7 +10,7 @@ import pytest
 from datatuner_core.ingest import IngestError, ingest, limits
 from datatuner_core.ingest import ntriples as nt
 from datatuner_core.schema import MAX_VALUE_CHARS
-from datatuner_core.storage import read_manifest, read_stage
+from datatuner_core.stage_reader import read_manifest, read_stage
 
 R = "http://example.org/r/"
 O = "http://example.org/o/"  # noqa: E741

@@ -8,7 +8,7 @@ import random
 
 import pytest
 
-from datatuner_core import storage
+from datatuner_core import stage_reader
 from datatuner_core.ingest import ingest, limits, webnlg, xml_entries
 
 # ../shared/data/README.md, section 1.
@@ -26,7 +26,7 @@ UNSEEN = {"Artist", "Athlete", "CelestialBody", "MeanOfTransportation", "Politic
 def webnlg_stage(shared_data, tmp_path_factory):
     out = str(tmp_path_factory.mktemp("webnlg") / "records")
     manifest = ingest("webnlg", str(shared_data / "webnlg"), out)
-    return manifest, storage.read_stage(out).to_pylist()
+    return manifest, stage_reader.read_stage(out).to_pylist()
 
 
 def test_counts_match_the_shared_readme(webnlg_stage):
@@ -100,7 +100,7 @@ def test_challenge_shape_and_missing_attributes(tmp_path):
     path.write_bytes(gzip.compress(CHALLENGE_SHAPE.encode()))
     out = str(tmp_path / "out")
     manifest = ingest("webnlg", str(tmp_path / "challenge"), out, split="test")
-    rows = storage.read_stage(out).to_pylist()
+    rows = stage_reader.read_stage(out).to_pylist()
     assert manifest["counts"]["read"] == 2 and manifest["counts"]["written"] == 2
     first, second = rows
     assert first["id"] == "food.xml.gz#Id7" and first["split"] == "test"
@@ -143,8 +143,9 @@ def test_bad_entries_are_quarantined_and_the_rest_is_read(tmp_path):
     manifest = ingest("webnlg", str(path), out)
     counts = manifest["counts"]
     assert (counts["read"], counts["written"], counts["quarantined"]) == (8, 2, 6)
-    assert [r["id"] for r in storage.read_stage(out).to_pylist()] == ["bad.xml#Id1", "bad.xml#Id7"]
-    bad = storage.read_stage(out, quarantine=True).to_pylist()
+    kept = stage_reader.read_stage(out).to_pylist()
+    assert [r["id"] for r in kept] == ["bad.xml#Id1", "bad.xml#Id7"]
+    bad = stage_reader.read_stage(out, quarantine=True).to_pylist()
     reasons = {row["location"]: row["reason"] for row in bad}
     assert reasons["bad.xml:6"].startswith("malformed XML: mismatched tag")
     assert reasons["bad.xml:8"].startswith("invalid UTF-8")
@@ -166,7 +167,7 @@ def test_split_mapping_and_caps(shared_data, tmp_path):
     out = str(tmp_path / "out")
     sources = {"train": str(root / "train"), "validation": str(root / "dev"), "test": None}
     manifest = ingest("webnlg", sources, out, max_records={"train": 500, "validation": None})
-    splits = collections.Counter(storage.read_stage(out).column("split").to_pylist())
+    splits = collections.Counter(stage_reader.read_stage(out).column("split").to_pylist())
     assert dict(splits) == {"train": 500, "validation": 872}
     assert manifest["counts"]["read"] == 1372
     assert manifest["counts"]["notes"]["capped_splits"] == ["train"]
@@ -178,8 +179,8 @@ def _ingest_file(tmp_path, body: bytes, name: str = "in.xml"):
     path.write_bytes(body)
     out = str(tmp_path / "out")
     manifest = ingest("webnlg", str(path), out)
-    good = storage.read_stage(out).to_pylist()
-    bad = storage.read_stage(out, quarantine=True).to_pylist()
+    good = stage_reader.read_stage(out).to_pylist()
+    bad = stage_reader.read_stage(out, quarantine=True).to_pylist()
     return manifest["counts"], good, bad
 
 
