@@ -136,3 +136,40 @@ class TcpProxy:
                     s.shutdown(socket.SHUT_RDWR)
                 except OSError:
                     pass
+
+
+# ---- test tiers: `make test-fast` runs `-m "not heavy"` ----------------------------------------
+# Heavy = trains a model, or starts Ray or a Prefect server. A test is heavy when it lives under
+# tests/flows/ (a Prefect server and trained runs), uses one of these fixtures, or is named here.
+HEAVY_FIXTURES = {"ray_local", "prefect_server", "trained_run", "trained", "fresh_run"}
+HEAVY_TESTS = {
+    "test_ensure_ray_runs_the_hook_in_every_worker",  # Ray in a driver subprocess
+    "test_a_training_worker_prints_once",  # a Ray Train run in a driver subprocess
+    "test_smollm2_gguf_trains_with_states_and_saves_plain_safetensors",
+    "test_work_pool_script_is_idempotent_against_a_real_server",  # a Prefect server
+    "test_gpu_benchmark_small_mode_on_cpu",  # trains two tiny models
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        path = Path(str(item.fspath)).resolve()
+        if (
+            (REPO / "tests" / "flows") in path.parents
+            or HEAVY_FIXTURES & set(getattr(item, "fixturenames", ()))
+            or item.originalname in HEAVY_TESTS
+        ):
+            item.add_marker(pytest.mark.heavy)
+
+
+@pytest.fixture(autouse=True)
+def _fast_tier_starts_no_ray(request, monkeypatch):
+    """In the fast tier a test that starts Ray fails, naming the marker it lacks."""
+    if "not heavy" not in (request.config.getoption("markexpr") or ""):
+        return
+    import ray
+
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"{request.node.nodeid} starts Ray: mark it heavy (tests/conftest.py)")
+
+    monkeypatch.setattr(ray, "init", refuse)
