@@ -1,6 +1,6 @@
-"""Coverage check speed: the corpus entity index built once (`evaluate.EntityIndex`, what the
-pipeline does) against a plain scan of every corpus entity per text, side by side in one run on
-the same synthetic corpus (record i names entities i and 7i; its texts name i and 13i, mod N).
+"""Coverage check speed: the corpus entity index built once (`coverage_check.EntityIndex`, what
+the pipeline does) against a plain scan of every corpus entity per text, side by side in one run
+on the same synthetic corpus (record i names entities i and 7i; its texts name i and 13i, mod N).
 
     .venv/bin/python benchmarks/coverage.py --entities 5000 --records 1000 --candidates 5
 
@@ -42,7 +42,7 @@ def scan_errors(text: str, entities: list[str], phrases: list[str], normalize) -
 
 def main(argv=None) -> int:
     sys.path.insert(0, str(ROOT))
-    from datatuner_core import evaluate as ev
+    from datatuner_core import coverage_check as ev
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--entities", type=int, default=5000)

@@ -64,7 +64,8 @@ def main() -> None:
 
     import torch
 
-    from datatuner_core.generate import Generator, generate_stage
+    from datatuner_core.generate import generate_stage
+    from datatuner_core.generator import Generator
     from datatuner_core.training import ensure_ray
 
     torch.set_num_threads(2)

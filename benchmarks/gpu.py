@@ -138,7 +138,7 @@ def main(argv: list[str] | None = None) -> dict:
     import torch.distributed as dist
 
     from datatuner_core import linearize as lin
-    from datatuner_core.generate import Generator
+    from datatuner_core.generator import Generator
     from datatuner_core.lm import encode_rows
     from datatuner_core.state_lm import StateLM, freeze
     from datatuner_core.tokenizer import build_tokenizer, special_token_ids

@@ -50,7 +50,7 @@ def main() -> None:
     import torch
 
     from datatuner_core import evaluate, stage_reader
-    from datatuner_core.generate import Generator
+    from datatuner_core.generator import Generator
     from datatuner_core.lm import LMTask
     from datatuner_core.tokenizer import build_tokenizer
     from datatuner_core.training import lr_multiplier, plan_batches

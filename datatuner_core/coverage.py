@@ -4,8 +4,8 @@
 greedy and sampling alike: it works on whatever rows `generate` scores, `prompts x rows_per_prompt`
 of them, prompt-major). At every step, for every unfinished hypothesis:
 
-- *Mentioned* means what the report's coverage check means (`evaluate.entity_present`, also used
-  by the reranker's `missing_entities`): the decoded text, normalised (case, accents,
+- *Mentioned* means what the report's coverage check means (`coverage_check.entity_present`,
+  also used by the reranker's `missing_entities`): the decoded text, normalised (case, accents,
   punctuation, `1,000` = 1000, `26th` = 26), contains the entity or an accepted paraphrase of it
   — `2776.0` as `2776`, an ISO date `1945-04-26` as `26 April 1945` / `April 26 1945`,
   `English language` as `English`, `United States` as `US`/`America`, `Abilene, Texas` as both
@@ -28,7 +28,7 @@ from __future__ import annotations
 import torch
 from transformers import LogitsProcessor
 
-from .evaluate import _PARENS, entity_present, normalize
+from .coverage_check import _PARENS, entity_present, normalize
 
 
 def entity_surface(entity: str) -> str:

@@ -1,18 +1,18 @@
 """Rule labels for the LM's own texts: hard negatives for the classifier, and the evidence behind
 the reported fidelity verdict (`rerank.fidelity_verdict`).
 
-A text is checked against its record with the report's coverage check (`evaluate`), so the
+A text is checked against its record with the report's coverage check (`coverage_check`), so the
 labels, the reranker and the metric agree on what "mentioned" means:
 
-- `missing`: the record's entities the text does not mention (`evaluate.entity_present`: accents,
-  case and punctuation folded; numbers, ISO dates, `English language`, country aliases and
-  comma-separated parts accepted in their usual paraphrases);
-- `foreign`: entities of *other* records found in the text (`evaluate.coverage_errors` with a
+- `missing`: the record's entities the text does not mention (`coverage_check.entity_present`:
+  accents, case and punctuation folded; numbers, ISO dates, `English language`, country aliases
+  and comma-separated parts accepted in their usual paraphrases);
+- `foreign`: entities of *other* records found in the text (`coverage_check.coverage_errors` with a
   corpus `EntityIndex`; none without one);
 - `invented`: numbers in the text (whole digit tokens after normalisation: `1,000` = 1000,
   `26th` = 26) that occur nowhere in the record — neither in its linearization nor in the
   accepted forms of its entities (`1945-04-26` gives 1945, 04, 4, 26, `April`...);
-- `repeated`: sentences (`corrupt.split_sentences`, normalised, 3+ words) that occur twice, or a
+- `repeated`: sentences (`sentences.split_sentences`, normalised, 3+ words) that occur twice, or a
   run of `REPEAT_NGRAM` words that occurs twice (a runaway text that never ends a sentence).
 
 The label, by precedence:
@@ -29,8 +29,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from .corrupt import split_sentences
-from .evaluate import EntityIndex, coverage_errors, entity_forms, normalize
+from .coverage_check import EntityIndex, coverage_errors, entity_forms, normalize
+from .sentences import split_sentences
 
 REPEAT_NGRAM = 8  # words; shorter runs repeat legitimately ("is located in the city of")
 MIN_REPEATED_SENTENCE_WORDS = 3

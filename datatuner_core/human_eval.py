@@ -53,23 +53,23 @@ def _data_text(row: dict) -> str:
 
 
 def _check_errors(row: dict, index) -> int:
-    from . import evaluate, ser
+    from . import coverage_check, ser
 
     data = row.get("data") or {}
     if data.get("slots"):
         found = ser.slot_errors(data["slots"], row.get("text"))
         return len(found["errors"])
-    return evaluate._error_count(row.get("text"), row.get("entities") or [], index)
+    return coverage_check.error_count(row.get("text"), row.get("entities") or [], index)
 
 
 def export(predictions: str, output: str, n: int = 100, seed: int = 0,
            storage_options: dict | None = None) -> dict:  # fmt: skip
     """Write the annotation CSV and its key; return what was written."""
-    from . import evaluate
+    from . import coverage_check
 
     rows = [r for r in stage_reader.read_stage(predictions, storage_options).to_pylist()
             if r.get("text")]  # fmt: skip
-    index = evaluate.EntityIndex(e for r in rows for e in r.get("entities") or [])
+    index = coverage_check.EntityIndex(e for r in rows for e in r.get("entities") or [])
     strata: dict[str, list[dict]] = {}
     for r in rows:
         label = r.get("fidelity_label") or "unlabelled"

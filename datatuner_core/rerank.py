@@ -7,8 +7,8 @@ The original ordered ties by beam rank only; using P(accurate) as well prefers, 
 with the same predicted label, the one the classifier is surest is accurate.
 
 With the coverage check on (`generate.coverage`), the number of the record's own entities that a
-candidate does not mention (`evaluate.entity_present`, the check of the report) comes first: a
-candidate that drops a value is never chosen over one that states them all, whatever the
+candidate does not mention (`coverage_check.entity_present`, the check of the report) comes
+first: a candidate that drops a value is never chosen over one that states them all, whatever the
 classifier says; the label and the combined score order the rest.
 
 `label_first=False` (`generate.label_first: false`) drops the label tiers: after the coverage
@@ -41,7 +41,7 @@ def combined_score(lm_score: float, p_accurate: float, weight: float = 1.0) -> f
 
 def missing_entities(text: str | None, entities) -> int:
     """How many of the record's entities `text` does not mention."""
-    from .evaluate import entity_present, normalize
+    from .coverage_check import entity_present, normalize
 
     normalized = normalize(text or "")
     return sum(not entity_present(e, normalized) for e in entities or [])
@@ -83,17 +83,17 @@ def fidelity_verdict(
 ) -> tuple[str | None, float | None]:
     """The label and score a user sees for one text: the classifier's, overruled by evidence.
 
-    The rules of `hard_negatives` check the text against its record (the report's coverage
-    check, numbers the record does not hold, repeated sentences; entities of other records too
-    when `others`, an `evaluate.EntityIndex`, is given). When they find nothing, the classifier's
+    The rules of `hard_negatives` check the text against its record (the report's coverage check,
+    numbers the record does not hold, repeated sentences; entities of other records too when
+    `others`, a `coverage_check.EntityIndex`, is given). When they find nothing, the classifier's
     label and P(accurate) stand (the rules cannot confirm a text, only refute it). When they find
     something, the rule label is reported — so a text that leaves out any record entity, its
     subject included, is `omission` (or `value_error` if it states a value the record does not
-    hold), never `accurate` — and the score becomes P(accurate) x the share of the text's
-    record content that is right: (entities mentioned) / (entities + invented or foreign
-    values); for a repetition, 1 - (words of the repeated copy) / (words of the text).
-    Without a classifier label (no classifier) nothing is reported."""
-    from .evaluate import normalize
+    hold), never `accurate` — and the score becomes P(accurate) x the share of the text's record
+    content that is right: (entities mentioned) / (entities + invented or foreign values); for a
+    repetition, 1 - (words of the repeated copy) / (words of the text). Without a classifier
+    label (no classifier) nothing is reported."""
+    from .coverage_check import normalize
     from .hard_negatives import rule_findings, rule_label
 
     if label is None or p_accurate is None:

@@ -12,9 +12,11 @@ from datatuner_core.corrupt import (
     LABELS,
     RULE_LABELS,
     balance_classes,
-    clause_drop,
     corrupt_records,
     corruption_stats,
+)
+from datatuner_core.corruption_rules import (
+    clause_drop,
     entity_cut,
     entity_swap,
     negation_removal,
@@ -23,9 +25,9 @@ from datatuner_core.corrupt import (
     sentence_insert,
     sentence_repeat,
     sentence_substitute,
-    split_sentences,
     yes_no_flip,
 )
+from datatuner_core.sentences import split_sentences
 
 REPO = Path(__file__).resolve().parents[2]
 SHARED_DATA = REPO.parent / "shared" / "data"

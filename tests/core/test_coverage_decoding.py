@@ -10,7 +10,7 @@ import torch
 
 from datatuner_core.config import GenerateConfig
 from datatuner_core.coverage import CoverageLogitsProcessor, entity_surface, missing_list
-from datatuner_core.generate import Generator
+from datatuner_core.generator import Generator
 from datatuner_core.rerank import missing_entities
 
 from .test_state_lm import DATA, SPECIALS, TEXT, llama

@@ -9,8 +9,8 @@ import pyarrow as pa
 import pytest
 import sacrebleu
 
+from datatuner_core import bleu, breakdown, coverage_check, linearize, stage_reader, stage_writer
 from datatuner_core import evaluate as ev
-from datatuner_core import linearize, stage_reader, stage_writer
 from datatuner_core.ingest import ingest
 
 HYPS = [
@@ -35,7 +35,7 @@ def _streams(refs):
 
 
 def test_corpus_scores_equal_sacrebleu_with_uneven_reference_counts():
-    scores = ev.corpus_scores(HYPS, REFS)
+    scores = bleu.corpus_scores(HYPS, REFS)
     streams = _streams(REFS)
     assert scores["bleu"] == sacrebleu.corpus_bleu(HYPS, streams).score
     assert scores["chrf"] == sacrebleu.corpus_chrf(HYPS, streams).score
@@ -43,23 +43,23 @@ def test_corpus_scores_equal_sacrebleu_with_uneven_reference_counts():
     assert 0 < scores["bleu"] < 100
     assert (scores["n"], scores["n_scored"], scores["n_without_references"]) == (3, 3, 0)
     # padding with "" instead of None would add a zero-length reference: a different corpus
-    assert ev.reference_streams(REFS) == streams
+    assert bleu.reference_streams(REFS) == streams
 
 
 def test_lowercase_bleu_differs_only_by_case():
     hyps, refs = ["the EIFFEL tower is in PARIS ."], [["The Eiffel Tower is in Paris ."]]
-    scores = ev.corpus_scores(hyps, refs)
+    scores = bleu.corpus_scores(hyps, refs)
     assert scores["bleu_lowercase"] == pytest.approx(100.0)
     assert scores["bleu"] < 50
 
 
 def test_null_text_is_failed_and_inputs_without_references_are_excluded():
-    scores = ev.corpus_scores([HYPS[0], None, "Text with no reference."], [REFS[0], REFS[1], []])
+    scores = bleu.corpus_scores([HYPS[0], None, "Text with no reference."], [REFS[0], REFS[1], []])
     assert scores["n"] == 3 and scores["n_failed"] == 1
     assert scores["n_without_references"] == 1 and scores["n_scored"] == 2
     expected = sacrebleu.corpus_bleu([HYPS[0], ""], _streams([REFS[0], REFS[1]])).score
     assert scores["bleu"] == expected
-    empty = ev.corpus_scores([None], [[]])
+    empty = bleu.corpus_scores([None], [[]])
     assert empty["bleu"] is None and empty["chrf"] is None and empty["n_failed"] == 1
 
 
@@ -84,49 +84,52 @@ CORPUS = [
 
 
 def test_coverage_missing_and_hallucinated_hand_checked():
-    index = ev.EntityIndex(CORPUS)
+    index = coverage_check.EntityIndex(CORPUS)
     entities = ["Alan Bean", "Wheeler, Texas", "1932-03-15"]
-    good = ev.coverage_errors(
+    good = coverage_check.coverage_errors(
         "Alan Bean was born in Wheeler, Texas on March 15th, 1932.", entities, index
     )
     assert good == {"missing": [], "hallucinated": []}
-    bad = ev.coverage_errors(
+    bad = coverage_check.coverage_errors(
         "Alan Bean, born in Houston, flew on Apollo 12 for NASA.", entities, index
     )
     assert bad["missing"] == ["Wheeler, Texas", "1932-03-15"]
     assert bad["hallucinated"] == ["Houston", "Apollo 12", "NASA"]
     # a null text conveys nothing
-    assert ev.coverage_errors(None, entities, index)["missing"] == entities
+    assert coverage_check.coverage_errors(None, entities, index)["missing"] == entities
 
 
 def test_coverage_no_false_positive_for_part_of_a_present_entity():
-    index = ev.EntityIndex(CORPUS)
+    index = coverage_check.EntityIndex(CORPUS)
     # `Texas` and `Aarhus` are corpus entities, but parts of this record's own entities
-    errors = ev.coverage_errors(
+    errors = coverage_check.coverage_errors(
         "Aarhus Airport serves Wheeler, Texas.", ["Aarhus Airport", "Wheeler, Texas"], index
     )
     assert errors == {"missing": [], "hallucinated": []}
     # short (UK) and purely numeric (2776.0) corpus entities are never hallucinations
-    errors = ev.coverage_errors("Its runway in the UK is 2776 m long.", ["Aarhus Airport"], index)
+    errors = coverage_check.coverage_errors(
+        "Its runway in the UK is 2776 m long.", ["Aarhus Airport"], index
+    )
     assert errors == {"missing": ["Aarhus Airport"], "hallucinated": []}
 
 
 def test_coverage_normalisations():
-    present = ev.entity_present
+    present = coverage_check.entity_present
     assert present(
-        "Adolfo Suárez Madrid–Barajas Airport", ev.normalize("adolfo suarez madrid-barajas airport")
+        "Adolfo Suárez Madrid–Barajas Airport",
+        coverage_check.normalize("adolfo suarez madrid-barajas airport"),
     )
-    assert present("2776.0", ev.normalize("a runway of 2,776 metres"))
-    assert not present("1", ev.normalize("born in 1945"))  # numbers are whole tokens
-    assert present("1945-04-26", ev.normalize("on 26th April, 1945"))
-    assert present("1945-04-26", ev.normalize("on April 26, 1945"))
-    assert present("Abilene, Texas", ev.normalize("the city of Abilene in Texas"))
-    assert present("Asterix (comicsCharacter)", ev.normalize("Asterix is a hero"))
-    assert present("Washington, D.C.", ev.normalize("Washington DC"))
-    assert present("English language", ev.normalize("written in English"))
-    assert present("Alison ODonnell", ev.normalize("Alison O'Donnell"))
-    assert present("United States", ev.normalize("born in the U.S."))
-    assert not present("United States", ev.normalize("the house"))
+    assert present("2776.0", coverage_check.normalize("a runway of 2,776 metres"))
+    assert not present("1", coverage_check.normalize("born in 1945"))  # numbers are whole tokens
+    assert present("1945-04-26", coverage_check.normalize("on 26th April, 1945"))
+    assert present("1945-04-26", coverage_check.normalize("on April 26, 1945"))
+    assert present("Abilene, Texas", coverage_check.normalize("the city of Abilene in Texas"))
+    assert present("Asterix (comicsCharacter)", coverage_check.normalize("Asterix is a hero"))
+    assert present("Washington, D.C.", coverage_check.normalize("Washington DC"))
+    assert present("English language", coverage_check.normalize("written in English"))
+    assert present("Alison ODonnell", coverage_check.normalize("Alison O'Donnell"))
+    assert present("United States", coverage_check.normalize("born in the U.S."))
+    assert not present("United States", coverage_check.normalize("the house"))
 
 
 def test_coverage_error_rate_counts_over_the_corpus():
@@ -134,7 +137,7 @@ def test_coverage_error_rate_counts_over_the_corpus():
         {"entities": ["Alan Bean", "Wheeler, Texas"], "text": "Alan Bean is from Wheeler, Texas."},
         {"entities": ["Aarhus Airport", "Tirstrup"], "text": "Aarhus Airport is near Alan Bean."},
     ]
-    rate = ev.coverage_error_rate(rows, lambda r: r["text"])
+    rate = coverage_check.coverage_error_rate(rows, lambda r: r["text"])
     assert (rate["missing"], rate["hallucinated"], rate["entities"]) == (1, 1, 4)
     assert rate["error_rate"] == 0.5 and rate["record_error_share"] == 0.5
 
@@ -149,7 +152,7 @@ def test_coverage_over_5k_entities_counts_every_miss_and_hallucination():
     texts = [
         f"{words[i]} is related to {words[(i * 13) % n]} and more words here." for i in range(n)
     ]
-    index = ev.EntityIndex(words)
+    index = coverage_check.EntityIndex(words)
     assert len(index) == n
     missing = sum((7 * i) % n not in {i, (13 * i) % n} for i in range(n))
     hallucinated = sum((13 * i) % n not in {i, (7 * i) % n} for i in range(n))
@@ -158,12 +161,12 @@ def test_coverage_over_5k_entities_counts_every_miss_and_hallucination():
         for i in range(n)
     )
     assert 4_990 < missing < n and 4_990 < hallucinated < n  # a few i make 7i or 13i equal i
-    got = ev.coverage_error_rate(rows, lambda r, it=iter(texts): next(it), index)
+    got = coverage_check.coverage_error_rate(rows, lambda r, it=iter(texts): next(it), index)
     assert got["missing"] == missing and got["hallucinated"] == hallucinated
     assert got["entities"] == 2 * n and got["records_with_error"] == with_error
     assert got["error_rate"] == pytest.approx((missing + hallucinated) / (2 * n), abs=1e-4)
     # the same counts without a prebuilt index (the corpus index is built from the rows)
-    again = ev.coverage_error_rate(rows, lambda r, it=iter(texts): next(it))
+    again = coverage_check.coverage_error_rate(rows, lambda r, it=iter(texts): next(it))
     assert (again["missing"], again["hallucinated"]) == (missing, hallucinated)
 
 
@@ -310,8 +313,8 @@ def test_evaluate_generations_hand_built(as_table):
     assert cov["chosen"]["error_rate"] == 1 / 8 and cov["top_beam"]["error_rate"] == 3 / 8
 
     assert metrics["webnlg"] is True
-    seen = [r for r in GEN_ROWS if r["category"] in ev.WEBNLG_SEEN]
-    unseen = [r for r in GEN_ROWS if r["category"] in ev.WEBNLG_UNSEEN]
+    seen = [r for r in GEN_ROWS if r["category"] in breakdown.WEBNLG_SEEN]
+    unseen = [r for r in GEN_ROWS if r["category"] in breakdown.WEBNLG_UNSEEN]
     assert metrics["seen"]["bleu"] == _sacre(seen, lambda r: r["text"])
     assert metrics["unseen"]["bleu"] == _sacre(unseen, lambda r: r["text"])
     assert (metrics["seen"]["n"], metrics["unseen"]["n"]) == (3, 2)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from datatuner_core.generate import Generator
+from datatuner_core.generator import Generator
 
 from .test_state_lm import DATA, llama
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
+from datatuner_core.candidate_choice import score_and_choose
 from datatuner_core.corrupt import LABELS
-from datatuner_core.evaluate import EntityIndex
-from datatuner_core.generate import score_and_choose
+from datatuner_core.coverage_check import EntityIndex
 from datatuner_core.hard_negatives import (
     HARD_NEGATIVE_RULE,
     hard_negative_pairs,

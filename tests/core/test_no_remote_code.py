@@ -44,7 +44,7 @@ AUTO_CLASSES = [
 LOADERS = {
     "generator": (
         "lm",
-        "from datatuner_core.generate import Generator\nGenerator(folder, rerank=False)",
+        "from datatuner_core.generator import Generator\nGenerator(folder, rerank=False)",
     ),
     "fidelity_scorer": (
         "classifier",

@@ -8,7 +8,7 @@ import fsspec
 import pytest
 
 from datatuner_core import evaluate as ev
-from datatuner_core import report
+from datatuner_core import report, report_markdown
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -108,7 +108,7 @@ def test_examples_name_the_flaw_of_a_bad_text(tmp_path):
     assert [b["id"] for b in metrics["examples"]["bad"]] == ["a", "b"]
     assert metrics["examples"]["good"] == []
     assert metrics["coverage"]["chosen"]["records_missing_share"] == 1.0
-    text = report.render_markdown(metrics, "t").decode()
+    text = report_markdown.render_markdown(metrics, "t").decode()
     assert "verdict: accurate, P(accurate) 0.90; missing: Tirstrup" in text
     assert "**text** (generation failed)" in text
 
@@ -146,7 +146,7 @@ def test_the_report_sets_test_beside_the_validation_splits_and_the_curve(tmp_pat
     metrics = {**ev.evaluate_generations(ROWS), "validation": splits,
                "lm_curve": [{"step": 6, "val_ppl": 3.0, "val_ppl@validation": 2.5,
                              "val_ppl@validation_unseen": 4.25}], "lm_best_step": 6}  # fmt: skip
-    text = report.render_markdown(metrics, "t").decode()
+    text = report_markdown.render_markdown(metrics, "t").decode()
     assert "## Test beside the validation splits" in text
     rows = [line for line in text.splitlines() if line.startswith("| validation")]
     assert rows[0].startswith("| validation (seen categories) | 1 | 100.00 |")
@@ -164,7 +164,7 @@ def test_the_classifier_is_checked_against_the_coverage_check_on_real_candidates
     head = ev.headline(metrics)
     assert head["classifier_agreement"] == pytest.approx(2 / 3)
     assert head["verdict_accurate_precision"] == 1.0
-    text = report.render_markdown(metrics, "t").decode()
+    text = report_markdown.render_markdown(metrics, "t").decode()
     assert "Of the 1 texts reported `accurate`, 100.0% have no coverage error" in text
     assert (
         "On all 3 candidates, the classifier's own label agrees with the coverage check on 66.7%"

@@ -82,7 +82,7 @@ def test_without_label_first_the_combined_score_orders_within_a_coverage_level()
 
 
 def test_score_and_choose_follows_label_first():
-    from datatuner_core.generate import score_and_choose
+    from datatuner_core.candidate_choice import score_and_choose
 
     def rows():
         cands = [{**_c("value_error", -0.4, 0.30), "text": "x"}, {**_c("accurate", -0.9, 0.5)}]

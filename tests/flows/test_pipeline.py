@@ -77,7 +77,7 @@ def test_pipeline_writes_generations_report_and_registers(trained_run):
 
 
 def test_generation_sorts_records_by_length_and_keeps_every_text(trained_run):
-    from datatuner_core.generate import Generator
+    from datatuner_core.generator import Generator
 
     root, summary = trained_run
     generations = stage_reader.read_stage(summary["generations"]).to_pylist()

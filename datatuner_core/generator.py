@@ -1,0 +1,388 @@
+"""The generator (method §4, §7): the LM and the optional fidelity classifier in one process,
+turning linearized rows into `generations` rows. Beam search with a KV cache over batches of
+similar length, every beam kept with its length-normalised score, the classifier scoring every
+candidate in the same pass, the choice by label priority then combined score
+(`candidate_choice.score_and_choose`).
+
+A record that cannot be generated (empty linearization, a failing forward pass) gets a row with
+`text = null` and its `error`; it never fails its batch.
+
+With `coverage_decoding`, a logits processor (`coverage.CoverageLogitsProcessor`) keeps each
+beam from ending while one of its record's entities is unmentioned (bounded by
+`coverage_max_hold`), optionally favouring the missing entities' tokens (`coverage_bonus`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+
+from . import storage
+from .candidate_choice import score_and_choose
+from .config import GenerateConfig
+from .quantize import quantize_int8
+
+
+def model_version(uri: str) -> str:
+    return str(uri).rstrip("/").rsplit("/", 1)[-1]
+
+
+class Generator:
+    """The LM and the optional classifier in one process; call it on batches of rows."""
+
+    def __init__(
+        self,
+        lm_uri: str,
+        classifier_uri: str | None = None,
+        *,
+        beams: int = 5,
+        max_new_tokens: int = 80,
+        batch_size: int = 32,
+        rerank: bool = True,
+        weight: float = 1.0,
+        length_penalty: float = 1.0,
+        repetition_penalty: float = 1.0,
+        no_repeat_ngram: int = 0,
+        coverage: bool = False,
+        label_first: bool = True,
+        int8: bool = False,
+        max_new_tokens_ratio: float | None = None,
+        max_new_tokens_slack: int = 16,
+        coverage_decoding: bool = False,
+        coverage_max_hold: int = 16,
+        coverage_bonus: float = 0.0,
+        coverage_retry: bool = False,
+        verdict: bool = GenerateConfig.model_fields["verdict"].default,
+        storage_options: dict | None = None,
+        threads: int | None = None,
+    ):
+        import torch
+
+        if threads:
+            torch.set_num_threads(threads)
+        self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        self._copies: list = []  # temporary local copies of remote models, kept while in use
+        self._load_lm(lm_uri, int8, storage_options)
+        self.beams, self.max_new_tokens, self.batch_size = beams, max_new_tokens, batch_size
+        self.rerank, self.weight, self.coverage = rerank, weight, coverage
+        self.label_first = label_first
+        self.length_penalty, self.repetition_penalty = length_penalty, repetition_penalty
+        self.no_repeat_ngram = no_repeat_ngram
+        self.coverage_decoding, self.coverage_max_hold = coverage_decoding, coverage_max_hold
+        self.coverage_bonus, self.verdict = coverage_bonus, verdict
+        self.coverage_retry = coverage_retry and not coverage_decoding
+        self.retried = 0  # records decoded again by coverage_retry
+        self.max_new_tokens_ratio, self.max_new_tokens_slack = (
+            max_new_tokens_ratio,
+            max_new_tokens_slack,
+        )
+        self.scorer = None
+        self.version = self._load_classifier(lm_uri, classifier_uri, storage_options)
+
+    def _load_lm(self, lm_uri: str, int8: bool, storage_options: dict | None) -> None:
+        """The tokenizer and the LM (bf16 on a GPU, float32 or `int8` on a CPU), the
+        linearization mode its training card records, its special tokens and its context."""
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        from .lm import default_vocab
+        from .training import CARD_FILE
+
+        lm_dir = storage.local_dir(lm_uri, self._copies, storage_options)
+        self.tokenizer = AutoTokenizer.from_pretrained(lm_dir, trust_remote_code=False)
+        dtype = torch.bfloat16 if self.device == "cuda" else torch.float32
+        self.model = AutoModelForCausalLM.from_pretrained(
+            lm_dir, use_safetensors=True, trust_remote_code=False, dtype=dtype
+        ).to(self.device)
+        self.model.eval()
+        self.int8 = bool(int8) and self.device == "cpu"
+        if self.int8:
+            self.model = quantize_int8(self.model)
+        card = storage.read_json(storage.join_uri(lm_dir, CARD_FILE), missing_ok=True) or {}
+        self.mode = card.get("task_config", {}).get("mode", "fine")  # a card-less model: fine
+        self.vocab = default_vocab(self.tokenizer)
+        self.context = getattr(self.model.config, "n_positions", None) or getattr(
+            self.model.config, "max_position_embeddings", 1024
+        )
+
+    def _load_classifier(
+        self, lm_uri: str, classifier_uri: str | None, storage_options: dict | None
+    ) -> str:
+        """The fidelity scorer, when a classifier is given; returns the rows' model version."""
+        version = model_version(lm_uri)
+        if classifier_uri is not None:
+            from .classifier import FidelityScorer
+
+            self.scorer = FidelityScorer(classifier_uri, storage_options=storage_options)
+            version = f"{version}+{model_version(classifier_uri)}"
+        return version
+
+    # ------------------------------------------------------------------ prompts
+
+    def _prompt(self, linearized: str) -> tuple[list[int], list[int], bool]:
+        """(input_ids, state ids, truncated) of `<data> D <text>`, cut to leave room for text."""
+        from . import linearize as lin
+
+        data_ids = self.tokenizer(linearized.strip(), add_special_tokens=False)["input_ids"]
+        room = max(1, self.context - self.max_new_tokens - 2)
+        truncated = len(data_ids) > room
+        ids = [self.vocab.data, *data_ids[:room], self.vocab.text]
+        states = lin.state_ids(
+            ids, self.vocab.specials, self.vocab.data, self.vocab.text, self.mode
+        )
+        return ids, states, truncated
+
+    def new_token_cap(self, prompt_tokens: int) -> int:
+        """The new-token budget of a record with a prompt of `prompt_tokens` tokens:
+        `max_new_tokens`, or with `max_new_tokens_ratio` ratio × prompt + slack rounded up to a
+        multiple of 8 (few distinct caps: batches stay full), never above `max_new_tokens`.
+        A text that has not ended by then is a runaway (repeating itself): a 1-triple record
+        would otherwise keep its whole batch decoding to the budget of the longest record."""
+        if self.max_new_tokens_ratio is None:
+            return self.max_new_tokens
+        cap = math.ceil(self.max_new_tokens_ratio * prompt_tokens) + self.max_new_tokens_slack
+        return max(1, min(self.max_new_tokens, -(-cap // 8) * 8))
+
+    # ------------------------------------------------------------------ beam search
+
+    def _beam_search(
+        self,
+        prompts: list[tuple[list[int], list[int]]],
+        max_new_tokens: int | None = None,
+        entities: list[list[str]] | None = None,
+        coverage_decoding: bool | None = None,
+    ) -> list[list[tuple]]:
+        """Batched beam search with a KV cache; per prompt, `beams` (text, score) in beam order.
+        The score is the sum of token log-probabilities divided by length ** `length_penalty`.
+        `max_new_tokens`: this batch's budget (default: the generator's). `entities`: per prompt,
+        the record's entities, for coverage-aware decoding (`coverage_decoding`; the argument,
+        when given, overrides the generator's)."""
+        import torch
+
+        from .state_lm import generation_inputs, text_state
+
+        pad = self.vocab.pad
+        input_ids, types, mask = (t.to(self.device) for t in _left_pad(prompts, pad))
+        prompt = generation_inputs(self.model, input_ids, types)  # E[ids] + E[states]
+        with torch.inference_mode(), text_state(self.model, self.vocab.text):
+            out = self.model.generate(
+                **prompt,
+                attention_mask=mask,
+                num_beams=self.beams,
+                num_return_sequences=self.beams,
+                max_new_tokens=max_new_tokens or self.max_new_tokens,
+                do_sample=False,
+                early_stopping=self.beams > 1,
+                length_penalty=self.length_penalty,
+                repetition_penalty=self.repetition_penalty,
+                no_repeat_ngram_size=self.no_repeat_ngram,
+                eos_token_id=self.vocab.eos,
+                pad_token_id=pad,
+                output_scores=True,
+                return_dict_in_generate=True,
+                **self._coverage_processor(entities, len(prompts), coverage_decoding),
+            )
+        return self._beams_of(out, input_ids.size(1), len(prompts))
+
+    def _beams_of(self, out, width: int, n: int) -> list[list[tuple]]:
+        """`generate`'s output for `n` prompts of `width` tokens → per prompt, `beams` (text,
+        score) pairs in beam order, each text cut at `<eos>`."""
+        sequences = out.sequences[:, width:].tolist()  # [B * beams, new tokens]
+        if getattr(out, "sequences_scores", None) is not None:
+            scores = out.sequences_scores.tolist()  # [B * beams]
+        else:  # greedy (beams = 1): the same length-normalised log-probability, from the steps
+            scores = _greedy_scores(out, sequences, self.vocab.eos, self.length_penalty)
+        results = []
+        for i in range(n):
+            beams = []
+            for j in range(i * self.beams, (i + 1) * self.beams):
+                tokens = sequences[j]
+                if self.vocab.eos in tokens:
+                    tokens = tokens[: tokens.index(self.vocab.eos)]
+                text = self.tokenizer.decode(tokens, skip_special_tokens=True).strip()
+                beams.append((text, float(scores[j])))
+            results.append(beams)
+        return results
+
+    def _coverage_processor(
+        self, entities: list[list[str]] | None, n: int, on: bool | None = None
+    ) -> dict:
+        """`generate` keywords for coverage-aware decoding (none when it is off)."""
+        if not (self.coverage_decoding if on is None else on):
+            return {}
+        from transformers import LogitsProcessorList
+
+        from .coverage import CoverageLogitsProcessor
+
+        processor = CoverageLogitsProcessor(
+            self.tokenizer, entities or [[] for _ in range(n)], self.vocab.eos,
+            max_hold=self.coverage_max_hold, bonus=self.coverage_bonus,
+        )  # fmt: skip
+        return {"logits_processor": LogitsProcessorList([processor])}
+
+    # ------------------------------------------------------------------ rows
+
+    def generate_rows(self, rows: list[dict]) -> list[dict]:
+        """Generations rows for linearized rows, in input order."""
+        out: list[dict | None] = [None] * len(rows)
+        todo = []
+        for i, row in enumerate(rows):
+            if not (row.get("linearized") or "").strip():
+                out[i] = _generations_row(
+                    row, None, self.version, truncated=False, error="empty linearization"
+                )
+                continue
+            ids, states, truncated = self._prompt(row["linearized"])
+            todo.append((len(ids), i, ids, states, truncated, row.get("entities") or []))
+        todo.sort(key=lambda t: (t[0], t[1]))  # similar lengths together: little padding
+        for chunk in self._chunks(todo):
+            for (_, i, _, _, truncated, _), beams in zip(chunk, self._generate_chunk(chunk)):
+                failed = isinstance(beams, str)
+                out[i] = _generations_row(
+                    rows[i],
+                    None if failed else beams,
+                    self.version,
+                    truncated=truncated,
+                    error=beams if failed else None,
+                )
+        self._score_and_choose(out)  # rows without candidates keep their error
+        return out
+
+    def _chunks(self, todo: list[tuple]) -> Iterator[list[tuple]]:
+        """Batches of up to `batch_size` length-sorted prompts that share one new-token cap, so
+        that a record's budget is its own, whatever else is in the block."""
+        chunk: list[tuple] = []
+        cap = None
+        for item in todo:
+            item_cap = self.new_token_cap(item[0])
+            if chunk and (len(chunk) == self.batch_size or item_cap != cap):
+                yield chunk
+                chunk = []
+            chunk.append(item)
+            cap = item_cap
+        if chunk:
+            yield chunk
+
+    def _generate_chunk(self, chunk) -> list:
+        """Beams per prompt of the chunk; a failing batch is retried one record at a time, and a
+        record that still fails gets its error message instead of beams."""
+        prompts = [(ids, states) for _, _, ids, states, _, _ in chunk]
+        entities = [item[5] for item in chunk]
+        cap = self.new_token_cap(chunk[0][0])
+        try:
+            results = self._beam_search(prompts, cap, entities)
+        except Exception:  # noqa: BLE001 - isolate the failing record below
+            results = []
+            for prompt, ents in zip(prompts, entities, strict=True):
+                try:
+                    results.append(self._beam_search([prompt], cap, [ents])[0])
+                except Exception as exc:  # noqa: BLE001 - recorded on the row
+                    results.append(f"generation failed: {type(exc).__name__}: {exc}"[:500])
+        if self.coverage_retry:
+            self._retry_with_coverage(prompts, entities, results, cap)
+        return results
+
+    def _retry_with_coverage(self, prompts, entities, results: list, cap: int) -> None:
+        """`coverage_retry`: the records whose every beam leaves one of their entities
+        unmentioned are decoded again with coverage-aware decoding; the new beams that mention
+        more of the record than the best plain beam join its candidates, after the plain ones (so
+        the top beam stays the plain decoder's, and a retried beam is chosen only for coverage).
+        A retry that fails leaves the plain beams as they are."""
+        from .rerank import missing_entities
+
+        todo = []
+        for k, beams in enumerate(results):
+            if isinstance(beams, str) or not entities[k]:
+                continue
+            best = min(missing_entities(text, entities[k]) for text, _ in beams)
+            if best:
+                todo.append((k, best))
+        if not todo:
+            return
+        try:
+            again = self._beam_search(
+                [prompts[k] for k, _ in todo], cap, [entities[k] for k, _ in todo], True
+            )
+        except Exception:  # noqa: BLE001 - the plain beams stand
+            return
+        self.retried += len(todo)
+        for (k, best), beams in zip(todo, again, strict=True):
+            known = {text for text, _ in results[k]}
+            results[k] = results[k] + [
+                (text, score)
+                for text, score in beams
+                if text not in known and missing_entities(text, entities[k]) < best
+            ]
+
+    def _score_and_choose(self, rows: list[dict]) -> None:
+        score_and_choose(
+            rows, self.scorer, rerank=self.rerank, coverage=self.coverage, weight=self.weight,
+            label_first=self.label_first, batch_size=max(self.batch_size, 32),
+            verdict=self.verdict,
+        )  # fmt: skip
+
+    def __call__(self, batch):
+        """Ray Data entry point: a pyarrow batch of linearized rows → a generations table."""
+        import pyarrow as pa
+
+        from .schema import GENERATIONS
+
+        return pa.Table.from_pylist(self.generate_rows(batch.to_pylist()), schema=GENERATIONS)
+
+
+def _left_pad(prompts: list[tuple[list[int], list[int]]], pad: int) -> tuple:
+    """(input ids, state ids, attention mask) of (ids, states) prompts, left-padded with `pad`
+    to the longest: three [B, T] tensors (the mask 1 on real tokens)."""
+    import torch
+
+    width = max(len(ids) for ids, _ in prompts)
+    input_ids = torch.full((len(prompts), width), pad, dtype=torch.long)  # [B, T]
+    types = torch.full((len(prompts), width), pad, dtype=torch.long)  # [B, T] state ids
+    mask = torch.zeros((len(prompts), width), dtype=torch.long)  # [B, T] 1 = real token
+    for row, (ids, states) in enumerate(prompts):
+        input_ids[row, width - len(ids) :] = torch.tensor(ids)
+        types[row, width - len(ids) :] = torch.tensor(states)
+        mask[row, width - len(ids) :] = 1
+    return input_ids, types, mask
+
+
+def _greedy_scores(out, sequences: list[list[int]], eos: int, length_penalty: float) -> list[float]:
+    """Sum of the chosen tokens' log-probabilities up to and including `eos`, divided by that
+    length ** `length_penalty` (what beam search reports as `sequences_scores`)."""
+    import torch
+
+    steps = torch.stack(out.scores, dim=1).float().log_softmax(-1)  # [B, new, V]
+    chosen = torch.tensor(sequences, device=steps.device)[:, : steps.size(1)]
+    token_lp = steps.gather(-1, chosen.unsqueeze(-1)).squeeze(-1).tolist()  # [B, new]
+    scores = []
+    for tokens, lps in zip(sequences, token_lp, strict=True):
+        n = tokens.index(eos) + 1 if eos in tokens else len(lps)
+        scores.append(sum(lps[:n]) / max(n, 1) ** length_penalty)
+    return scores
+
+
+def _generations_row(row: dict, beams, version: str, *, truncated: bool, error: str | None) -> dict:
+    """The generations row of a linearized row: its candidates (text, LM score; not yet
+    classified) and the fields it carries over; the text is chosen later."""
+    candidates = [
+        {"text": t, "lm_score": s, "fidelity_label": None, "fidelity_score": None}
+        for t, s in (beams or [])
+    ]
+    return {
+        "id": row["id"],
+        "linearized": row.get("linearized"),
+        "text": None,
+        "fidelity_label": None,
+        "fidelity_score": None,
+        "lm_score": None,
+        "candidates": candidates,
+        "model_version": version,
+        "references": row.get("references") or [],
+        "entities": row.get("entities") or [],
+        "category": row.get("category"),
+        "source": row.get("source"),
+        "split": row.get("split"),
+        "data": row.get("data"),
+        "truncated": truncated,
+        "error": error,
+    }
