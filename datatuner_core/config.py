@@ -85,60 +85,74 @@ class CorruptConfig(_Strict):
     balance: Literal["none", "upsample"] = Field("upsample", description="train-split balancing")
 
 
-REUSE_HELP = (
-    "take the model an identical training job made before (same data content, settings, "
-    "tokenizer, workers and code version; e.g. the coarse-state run's classifier, whose "
-    "corruption pairs equal the fine run's) instead of training again: copied into this "
-    "run's version folder, its card marked reused_from; false = always train"
-)
-EVAL_EVERY_HELP = (
-    "optimizer steps between validations (each one a checkpoint; the best is kept): the "
-    "curve, per validation split, is in the training card's `evaluations`; null = once an epoch"
-)
+class TrainerConfig(_Strict):
+    """The trainer's knobs, shared by the `lm` and `classifier` sections (`training.train_with_ray`
+    reads a section whole). The defaults are the LM's; `ClassifierConfig` sets its own epochs and
+    learning rate."""
+
+    workers: int = Field(2, ge=1, description="Ray Train workers (DDP), one process each")
+    cpus_per_worker: int = Field(1, ge=1, description="CPUs (torch threads) per worker")
+    epochs: int = Field(3, ge=1, description="passes over the training split")
+    max_steps: int | None = Field(
+        None, ge=1, description="stop after this many optimizer steps (the LR decays to 0 there)"
+    )
+    batch_size: int = Field(32, ge=1, description="examples per worker per micro-batch")
+    grad_accum: int = Field(1, ge=1, description="micro-batches per optimizer step")
+    lr: float = Field(5.0e-4, gt=0, description="AdamW learning rate after warm-up")
+    warmup_steps: int = Field(
+        100, ge=0, description="optimizer steps of linear warm-up; then linear decay to 0"
+    )
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay (not biases, norms)")
+    max_grad_norm: float = Field(1.0, gt=0, description="gradients clipped to this global norm")
+    patience: int = Field(
+        2,
+        ge=1,
+        description="epochs without improvement of the validation metric (LM: val_ppl, "
+        "classifier: macro-F1) before training stops",
+    )
+    eval_every: int | None = Field(
+        None,
+        ge=1,
+        description="optimizer steps between validations (each one a checkpoint; the best is "
+        "kept): the curve, per validation split, is in the training card's `evaluations`; "
+        "null = once an epoch",
+    )
+    checkpoint_every: int | None = Field(
+        None,
+        ge=1,
+        description="optimizer steps between checkpoints without a validation: a crashed run "
+        "resumes from the latest and loses at most this many steps; null = at validations only",
+    )
+    seed: int = Field(42, description="initial weights, dropout and batch order")
+    reuse: bool = Field(
+        True,
+        description="take the model an identical training job made before (same data content, "
+        "settings, tokenizer, workers and code version; e.g. the coarse-state run's classifier, "
+        "whose corruption pairs equal the fine run's) instead of training again: copied into "
+        "this run's version folder, its card marked reused_from; false = always train",
+    )
 
 
-class LMConfig(_Strict):
+class LMConfig(TrainerConfig):
     base: str = Field(
         "scratch:tiny",
         description="scratch:tiny|small, smollm2-135m (packaged GGUF), a *.gguf file, a local/S3 "
         "folder or an HF id",
     )
-    epochs: int = Field(3, ge=1)
-    batch_size: int = Field(32, ge=1, description="sequences per worker per step")
-    lr: float = Field(5.0e-4, gt=0)
-    warmup_steps: int = Field(100, ge=0)
-    weight_decay: float = Field(0.0, ge=0)
-    grad_accum: int = Field(1, ge=1, description="micro-batches per optimizer step")
-    max_grad_norm: float = Field(1.0, gt=0)
     max_length: int = Field(256, ge=16, description="tokens per training sequence")
-    patience: int = Field(2, ge=1, description="epochs without val-ppl improvement before stop")
-    workers: int = Field(2, ge=1, description="Ray Train workers (DDP)")
-    cpus_per_worker: int = Field(1, ge=1, description="CPUs (torch threads) per worker")
-    max_steps: int | None = Field(
-        None, ge=1, description="stop after this many optimizer steps (the LR decays to 0 there)"
-    )
-    eval_every: int | None = Field(None, ge=1, description=EVAL_EVERY_HELP)
     freeze_layers: int = Field(0, ge=0, description="bottom decoder blocks kept frozen")
     freeze_embeddings: bool = Field(
         False, description="freeze the input embeddings (a tied output layer is untied)"
     )
-    seed: int = 42
-    reuse: bool = Field(True, description=REUSE_HELP)
 
 
-class ClassifierConfig(_Strict):
+class ClassifierConfig(TrainerConfig):
     base: str = Field(
         "scratch:tiny", description="scratch:tiny, minilm-l6 (packaged), a local/S3 folder, HF id"
     )
-    epochs: int = Field(2, ge=1)
-    batch_size: int = Field(32, ge=1)
-    lr: float = Field(1.0e-4, gt=0)
-    warmup_steps: int = Field(100, ge=0)
-    max_length: int = Field(256, ge=16)
-    workers: int = Field(2, ge=1)
-    cpus_per_worker: int = Field(1, ge=1, description="CPUs (torch threads) per worker")
-    max_steps: int | None = Field(None, ge=1)
-    eval_every: int | None = Field(None, ge=1, description=EVAL_EVERY_HELP)
+    epochs: int = Field(2, ge=1, description="passes over the training pairs")
+    lr: float = Field(1.0e-4, gt=0, description="AdamW learning rate after warm-up")
+    max_length: int = Field(256, ge=16, description="tokens per (data, text) pair")
     hard_negatives: int = Field(
         0,
         ge=0,
@@ -154,8 +168,6 @@ class ClassifierConfig(_Strict):
         description="bottom encoder layers kept frozen, and the embeddings with them: the "
         "backward pass stops above them (0 = all train)",
     )
-    seed: int = 42
-    reuse: bool = Field(True, description=REUSE_HELP)
 
 
 class GenerateConfig(_Strict):

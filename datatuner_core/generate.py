@@ -59,8 +59,8 @@ def generate_stage(
     process with one `Generator` (no Ray start, no actor pool), in the same order and blocks."""
     from .blocks import BlockBuffer, BlockJournal
     from .console import Progress
+    from .ray_setup import ensure_ray
     from .schema import GENERATIONS
-    from .training import ensure_ray
 
     source = stage_reader.read_manifest(linearized_uri, storage_options)
     inputs = [

@@ -86,7 +86,7 @@ class Generator:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         from .lm import default_vocab
-        from .training import CARD_FILE
+        from .trained_models import CARD_FILE
 
         lm_dir = storage.local_dir(lm_uri, self._copies, storage_options)
         self.tokenizer = AutoTokenizer.from_pretrained(lm_dir, trust_remote_code=False)
@@ -111,7 +111,7 @@ class Generator:
         """The fidelity scorer, when a classifier is given; returns the rows' model version."""
         version = model_version(lm_uri)
         if classifier_uri is not None:
-            from .classifier import FidelityScorer
+            from .classifier_scorer import FidelityScorer
 
             self.scorer = FidelityScorer(classifier_uri, storage_options=storage_options)
             version = f"{version}+{model_version(classifier_uri)}"

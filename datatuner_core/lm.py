@@ -12,7 +12,7 @@ every token also carries the embedding of its state (the most recent special tok
 - Loss on the text and `<eos>` only (labels -100 elsewhere), computed on those positions alone.
 - Truncation to `max_length`: the text is cut first (its `<eos>` kept); the data is cut only when
   it alone leaves less than `MIN_TEXT_TOKENS` for the text. Both are counted.
-- Batches: length-bucketed with dynamic padding (`training.plan_batches`), or padded to a fixed
+- Batches: length-bucketed with dynamic padding (`training_data.plan_batches`), or padded to a fixed
   length (`pad_to`, the original's pad-to-split-max, kept as the benchmark baseline).
 """
 
@@ -282,7 +282,8 @@ def train_lm(config, linearized_uri: str, special_tokens: list[str], output_uri:
     best model + training card to `output_uri`. `config`: a PipelineConfig. Returns the card."""
     from . import stage_reader
     from .tokenizer import build_tokenizer
-    from .training import StageRows, train_with_ray
+    from .training import train_with_ray
+    from .training_data import StageRows
 
     train = StageRows(linearized_uri, "train")
     corpus = None

@@ -178,7 +178,7 @@ def evaluate_task(
     `lm`: the LM version whose validation curve the report shows."""
     from datatuner_core import evaluate
     from datatuner_core import report as reports
-    from datatuner_core.training import read_card
+    from datatuner_core.trained_models import read_card
 
     metrics = evaluate.evaluate_stage(generations)
     if dev:
@@ -196,7 +196,7 @@ def evaluate_task(
 @io_task
 def judge_task(generations: str, classifier: str) -> float:
     """Share of the chosen texts of a generations stage that `classifier` labels accurate."""
-    from datatuner_core.classifier import FidelityScorer
+    from datatuner_core.classifier_scorer import FidelityScorer
 
     rows = [r for r in stage_reader.read_stage(generations).to_pylist() if r["text"] is not None]
     scores = FidelityScorer(classifier).score([(r["linearized"], r["text"]) for r in rows])

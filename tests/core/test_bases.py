@@ -11,8 +11,7 @@ import sys
 
 import pytest
 
-from datatuner_core import bases, lm
-from datatuner_core import classifier as clf
+from datatuner_core import bases, classifier_model, classifier_pairs, corrupt, lm
 from datatuner_core.state_lm import StateLM
 
 SPECIALS = ["<data>", "<text>", "<eos>", "<pad>", "<object>", "<predicate>", "<subject>"]
@@ -109,13 +108,13 @@ def test_smollm2_gguf_trains_with_states_and_saves_plain_safetensors(tmp_path):
 
 
 def test_minilm_classifier_takes_markers_and_segments():
-    tok = clf.build_classifier_tokenizer("minilm-l6", None, SPECIALS)
-    assert clf.has_segments("minilm-l6")
-    model = clf.build_classifier("minilm-l6", tok)
+    tok = classifier_pairs.build_classifier_tokenizer("minilm-l6", None, SPECIALS)
+    assert classifier_model.has_segments("minilm-l6")
+    model = classifier_model.build_classifier("minilm-l6", tok)
     assert type(model).__name__ == "BertForSequenceClassification"
-    assert [model.config.id2label[i] for i in range(5)] == list(clf.LABELS)
+    assert [model.config.id2label[i] for i in range(5)] == list(corrupt.LABELS)
     assert model.get_input_embeddings().num_embeddings == len(tok)
-    examples, _ = clf.PairEncoder(tok, 64).encode([(DATA, TEXT)])
+    examples, _ = classifier_pairs.PairEncoder(tok, 64).encode([(DATA, TEXT)])
     tokens = tok.convert_ids_to_tokens(examples[0]["input_ids"])
     assert tokens[:2] == ["[CLS]", "<subject>"] and "<object>" in tokens
     types = examples[0]["token_type_ids"]

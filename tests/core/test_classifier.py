@@ -10,7 +10,15 @@ import random
 import pytest
 
 from datatuner_core import classifier as clf
-from datatuner_core import corrupt, stage_reader, storage
+from datatuner_core import (
+    classifier_metrics,
+    classifier_model,
+    classifier_pairs,
+    classifier_scorer,
+    corrupt,
+    stage_reader,
+    storage,
+)
 from datatuner_core import linearize as lin
 from datatuner_core.config import ClassifierConfig
 from datatuner_core.ingest import ingest
@@ -46,14 +54,16 @@ def corruptions(shared_data, tmp_path_factory):
 @pytest.fixture(scope="module")
 def tok(corruptions):
     _, specials, train, _ = corruptions
-    return clf.build_classifier_tokenizer("scratch:tiny", clf._pairs_of(train), specials, 2000)
+    return classifier_pairs.build_classifier_tokenizer(
+        "scratch:tiny", classifier_pairs.pairs_of(train), specials, 2000
+    )
 
 
 # ----------------------------------------------------------------------------- no Ray
 
 
 def test_labels_exactly_the_five_in_order(tok):
-    model = clf.ClassifierTask(tokenizer=tok, shape=TINY).build_model()
+    model = classifier_model.ClassifierTask(tokenizer=tok, shape=TINY).build_model()
     assert [model.config.id2label[i] for i in range(5)] == [
         "accurate",
         "value_error",
@@ -66,7 +76,7 @@ def test_labels_exactly_the_five_in_order(tok):
 
 
 def test_pair_segments_hand_checked(tok):
-    task = clf.ClassifierTask(tokenizer=tok, shape=TINY, max_length=128)
+    task = classifier_model.ClassifierTask(tokenizer=tok, shape=TINY, max_length=128)
     (ex,) = task.encode([{"linearized": DATA, "text": TEXT, "label": "omission"}])
     ids, types = ex["input_ids"], ex["token_type_ids"]
     tokens = tok.convert_ids_to_tokens(ids)
@@ -87,7 +97,7 @@ def test_pair_segments_hand_checked(tok):
         "ĠAarhus",
         "ĠAirport",
     ]
-    assert ex["label"] == clf.LABEL2ID["omission"]
+    assert ex["label"] == classifier_pairs.LABEL2ID["omission"]
     # the tokenizer's own pair template gives the same ids and segments (what a reload uses)
     plain = tok(DATA, TEXT, return_token_type_ids=True)
     assert plain["input_ids"] == ids and plain["token_type_ids"] == types
@@ -105,11 +115,15 @@ def test_longest_first_truncation_matches_one_token_at_a_time():
     for la in range(0, 30):
         for lb in range(0, 30):
             for budget in (1, 7, 10, 25, 40):
-                assert clf.longest_first(la, lb, budget) == slow(la, lb, budget), (la, lb, budget)
+                assert classifier_pairs.longest_first(la, lb, budget) == slow(la, lb, budget), (
+                    la,
+                    lb,
+                    budget,
+                )
 
 
 def test_truncation_is_counted_and_bounded(tok):
-    task = clf.ClassifierTask(tokenizer=tok, shape=TINY, max_length=24)
+    task = classifier_model.ClassifierTask(tokenizer=tok, shape=TINY, max_length=24)
     rows = [
         {"linearized": DATA, "text": TEXT * 5, "label": "repetition"},
         {
@@ -127,10 +141,10 @@ def test_truncation_is_counted_and_bounded(tok):
 
 
 def test_lowercase_keeps_special_tokens(tok):
-    pattern = clf._specials_pattern(["<subject>", "<eatType>"])
-    out = clf.lower_keep_specials("<eatType> Eat TYPE <subject> Alan Bean", pattern)
+    pattern = classifier_pairs._specials_pattern(["<subject>", "<eatType>"])
+    out = classifier_pairs.lower_keep_specials("<eatType> Eat TYPE <subject> Alan Bean", pattern)
     assert out == "<eatType> eat type <subject> alan bean"
-    task = clf.ClassifierTask(tokenizer=tok, shape=TINY, lowercase=True)
+    task = classifier_model.ClassifierTask(tokenizer=tok, shape=TINY, lowercase=True)
     (ex,) = task.encode([{"linearized": DATA, "text": TEXT, "label": "accurate"}])
     assert tok.convert_ids_to_tokens(ex["input_ids"][:2]) == ["<data>", "<subject>"]
     assert "aarhus" in tok.decode(ex["input_ids"]) and "Aarhus" not in tok.decode(ex["input_ids"])
@@ -139,7 +153,7 @@ def test_lowercase_keeps_special_tokens(tok):
 def test_collate_pads_dynamically_and_loss_runs(tok):
     import torch
 
-    task = clf.ClassifierTask(tokenizer=tok, shape=TINY)
+    task = classifier_model.ClassifierTask(tokenizer=tok, shape=TINY)
     rows = [
         {"linearized": DATA, "text": TEXT, "label": "accurate"},
         {"linearized": DATA, "text": "Aarhus.", "label": "omission"},
@@ -167,8 +181,8 @@ def test_freeze_layers_stops_the_backward_above_the_frozen_layers(tok):
         {"linearized": DATA, "text": "Aarhus.", "label": "omission"},
     ]
     torch.manual_seed(0)
-    full = clf.ClassifierTask(tokenizer=tok, shape=TINY).build_model()
-    task = clf.ClassifierTask(tokenizer=tok, shape=TINY, freeze_layers=1)
+    full = classifier_model.ClassifierTask(tokenizer=tok, shape=TINY).build_model()
+    task = classifier_model.ClassifierTask(tokenizer=tok, shape=TINY, freeze_layers=1)
     torch.manual_seed(0)
     model = task.build_model()
     batch = task.collate(task.encode(rows))
@@ -190,12 +204,12 @@ def test_freeze_layers_stops_the_backward_above_the_frozen_layers(tok):
         else:  # a trainable parameter moves unless its gradient happened to be all zero
             assert not torch.equal(p, before[name]) or p.grad.abs().sum() == 0, name
     with pytest.raises(ValueError, match="freeze_layers=3 but the model has 2 layers"):
-        clf.ClassifierTask(tokenizer=tok, shape=TINY, freeze_layers=3).build_model()
+        classifier_model.ClassifierTask(tokenizer=tok, shape=TINY, freeze_layers=3).build_model()
 
 
 def test_metrics_from_confusion_by_hand():
     cm = [[5, 1, 0, 0, 0], [2, 3, 0, 0, 0], [0, 0, 0, 0, 0], [0, 0, 0, 4, 0], [0, 0, 0, 0, 1]]
-    m = clf.metrics_from_confusion(cm)
+    m = classifier_metrics.metrics_from_confusion(cm)
     assert m["n"] == 16 and m["accuracy"] == pytest.approx(13 / 16)
     assert m["per_class"]["accurate"]["precision"] == pytest.approx(5 / 7)
     assert m["per_class"]["accurate"]["recall"] == pytest.approx(5 / 6)
@@ -204,7 +218,7 @@ def test_metrics_from_confusion_by_hand():
     f1_ve = 2 * (3 / 4) * (3 / 5) / (3 / 4 + 3 / 5)
     assert m["macro_f1"] == pytest.approx((f1_acc + f1_ve + 1 + 1) / 4)
     assert (m["majority_label"], m["majority_baseline"]) == ("accurate", 6 / 16)
-    report = clf.format_report(m)
+    report = classifier_metrics.format_report(m)
     assert (
         "| accurate | 0.714 | 0.833 |" in report
         and "majority-class baseline (accurate): 0.3750" in report
@@ -214,10 +228,12 @@ def test_metrics_from_confusion_by_hand():
 def test_rule_counts_by_hand():
     import torch
 
-    rules = torch.tensor([clf.RULE2ID["entity_cut"]] * 3 + [clf.RULE2ID["original"], -1])
+    rules = torch.tensor(
+        [classifier_pairs.RULE2ID["entity_cut"]] * 3 + [classifier_pairs.RULE2ID["original"], -1]
+    )
     pred = torch.tensor([0, 1, 1, 0, 4])  # accurate, value_error, value_error, accurate, (unknown)
-    sums = clf.rule_sums(rules, pred)
-    by_rule = clf.by_rule_from_sums(sums)
+    sums = classifier_metrics.rule_sums(rules, pred)
+    by_rule = classifier_metrics.by_rule_from_sums(sums)
     assert set(by_rule) == {"entity_cut", "original"}  # the unknown rule (-1) is left out
     cut = by_rule["entity_cut"]
     assert (cut["label"], cut["pairs"]) == ("value_error", 3)
@@ -225,12 +241,14 @@ def test_rule_counts_by_hand():
     assert cut["predicted"] == {"accurate": 1, "value_error": 2, "omission": 0,
                                 "repetition": 0, "hallucination": 0}  # fmt: skip
     assert by_rule["original"]["caught"] == 1.0
-    assert clf.rule_ids([{"rule": "entity_swap"}, {"rule": "new_rule"}]) == [
-        clf.RULE2ID["entity_swap"], -1,
+    assert classifier_pairs.rule_ids([{"rule": "entity_swap"}, {"rule": "new_rule"}]) == [
+        classifier_pairs.RULE2ID["entity_swap"], -1,
     ]  # fmt: skip
-    assert clf.rule_ids([{"label": "accurate"}]) is None
-    m = clf.metrics_from_confusion([[1, 0, 0, 0, 0], [1, 2, 0, 0, 0]] + [[0] * 5] * 3)
-    report = clf.format_report({**m, "by_rule": by_rule})
+    assert classifier_pairs.rule_ids([{"label": "accurate"}]) is None
+    m = classifier_metrics.metrics_from_confusion(
+        [[1, 0, 0, 0, 0], [1, 2, 0, 0, 0]] + [[0] * 5] * 3
+    )
+    report = classifier_metrics.format_report({**m, "by_rule": by_rule})
     assert "| entity_cut | value_error | 3 | 0.667 | 1 | 2 | 0 | 0 | 0 |" in report
 
 
@@ -250,15 +268,17 @@ def test_architecture_without_segments_gets_no_token_type_ids(tok, tmp_path):
     )
     transformers.BertModel(config).save_pretrained(tmp_path)
     tok.save_pretrained(tmp_path)
-    assert not clf.has_segments(str(tmp_path))
-    base_tok = clf.build_classifier_tokenizer(str(tmp_path), None, ["<data>", "<subject>"])
-    task = clf.ClassifierTask(tokenizer=base_tok, base=str(tmp_path))
+    assert not classifier_model.has_segments(str(tmp_path))
+    base_tok = classifier_pairs.build_classifier_tokenizer(
+        str(tmp_path), None, ["<data>", "<subject>"]
+    )
+    task = classifier_model.ClassifierTask(tokenizer=base_tok, base=str(tmp_path))
     assert task.segments is False
     (ex,) = task.encode([{"linearized": DATA, "text": TEXT, "label": "accurate"}])
     assert "token_type_ids" not in ex
     model = task.build_model()
     assert model.config.id2label[4] == "hallucination" and model.config.type_vocab_size == 1
-    logits = clf.forward_logits(model, task.collate([ex]))
+    logits = classifier_model.forward_logits(model, task.collate([ex]))
     assert tuple(logits.shape) == (1, 5)
 
 
@@ -279,11 +299,9 @@ def trained(ray_local, corruptions, tmp_path_factory):
     uri, specials, _, _ = corruptions
     out = tmp_path_factory.mktemp("clf-root") / "models" / "classifier" / "v1"
     config = ClassifierConfig(
-        epochs=1, batch_size=16, lr=1e-3, warmup_steps=20, max_length=128, max_steps=200
+        epochs=1, batch_size=16, lr=1e-3, warmup_steps=20, max_length=128, max_steps=200, workers=2
     )
-    card = clf.train_classifier(
-        uri, str(out), config, specials, num_workers=2, shape=TINY, vocab_size=2000
-    )
+    card = clf.train_classifier(uri, str(out), config, specials, shape=TINY, vocab_size=2000)
     return card, out
 
 
@@ -332,7 +350,7 @@ def test_saved_model_reloads_with_plain_transformers(trained, corruptions):
     ]
     rows = rows[:8]
     assert len(rows) >= 4
-    scorer = clf.FidelityScorer(str(out))
+    scorer = classifier_scorer.FidelityScorer(str(out))
     scored = scorer.score([(r["linearized"], r["text"]) for r in rows], batch_size=3)
     for row, result in zip(rows, scored, strict=True):
         enc = tok(row["linearized"], row["text"], return_tensors="pt", return_token_type_ids=True)
@@ -351,10 +369,10 @@ def test_scorer_agrees_with_trainer_eval_and_keeps_input_order(trained, corrupti
     assert card["eval"]["confusion"] == evaluation["confusion"]  # Ray eval == FidelityScorer eval
     assert card["eval"]["accuracy"] == pytest.approx(evaluation["accuracy"])
     # the scorer's pass over the split gives the same per-rule counts as the trainer's sums
-    again = clf.evaluate_classifier(str(out), val, batch_size=32)
+    again = classifier_scorer.evaluate_classifier(str(out), val, batch_size=32)
     assert again["confusion"] == card["eval"]["confusion"]
     assert again["by_rule"] == card["eval"]["by_rule"]
-    scorer = clf.FidelityScorer(str(out))
+    scorer = classifier_scorer.FidelityScorer(str(out))
     pairs = [(r["linearized"], r["text"]) for r in val[:40]]
     forward = scorer.score(pairs, batch_size=7)
     backward = scorer.score(pairs[::-1], batch_size=16)
@@ -368,8 +386,8 @@ def test_scorer_loads_from_object_storage(trained):
     _, out = trained
     uri = "memory://clf-test/models/classifier/v1"
     storage.upload_dir(str(out), uri)
-    scorer = clf.FidelityScorer(uri)
-    local = clf.FidelityScorer(str(out))
+    scorer = classifier_scorer.FidelityScorer(uri)
+    local = classifier_scorer.FidelityScorer(str(out))
     pairs = [(DATA, TEXT), (DATA, TEXT + " " + TEXT)]
     assert [r["label"] for r in scorer.score(pairs)] == [r["label"] for r in local.score(pairs)]
     assert scorer.settings["max_length"] == 128 and scorer.settings["segments"] is True

@@ -8,7 +8,7 @@ from datatuner_core import linearize as lin
 from datatuner_core import lm, stage_reader
 from datatuner_core.ingest import ingest
 from datatuner_core.tokenizer import build_tokenizer
-from datatuner_core.training import plan_batches
+from datatuner_core.training_data import plan_batches
 
 TWO_TRIPLES = (
     "<subject> Aarhus Airport <predicate> city served <object> Aarhus, Denmark ; "

@@ -16,8 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from datatuner_core import classifier as clf
-from datatuner_core import lm, training
+from datatuner_core import checkpoints, classifier_model, classifier_pairs, lm
 from datatuner_core.tokenizer import build_tokenizer
 
 from .test_state_lm import DATA, SPECIALS, TEXT
@@ -48,7 +47,7 @@ LOADERS = {
     ),
     "fidelity_scorer": (
         "classifier",
-        "from datatuner_core.classifier import FidelityScorer\nFidelityScorer(folder)",
+        "from datatuner_core.classifier_scorer import FidelityScorer\nFidelityScorer(folder)",
     ),
     "bases_load_model_lm": (
         "lm",
@@ -62,7 +61,7 @@ LOADERS = {
     ),
     "bases_load_config": (
         "classifier",
-        "from datatuner_core.classifier import has_segments\nhas_segments(folder)",
+        "from datatuner_core.classifier_model import has_segments\nhas_segments(folder)",
     ),
     "load_pretrained_tokenizer": (
         "lm",
@@ -96,8 +95,8 @@ def saved_models(tmp_path_factory):
     task = lm.LMTask(tokenizer=tok, special_tokens=SPECIALS, max_length=64, shape=TINY)
     task.save(task.build_model(), str(root / "lm"))
     pairs = [(DATA, TEXT), (DATA, "Aarhus is in Denmark.")] * 5
-    ctok = clf.build_classifier_tokenizer("scratch:tiny", pairs, SPECIALS, 400)
-    ctask = clf.ClassifierTask(tokenizer=ctok, shape=TINY, max_length=64)
+    ctok = classifier_pairs.build_classifier_tokenizer("scratch:tiny", pairs, SPECIALS, 400)
+    ctask = classifier_model.ClassifierTask(tokenizer=ctok, shape=TINY, max_length=64)
     ctask.save(ctask.build_model(), str(root / "classifier"))
     return {"lm": root / "lm", "classifier": root / "classifier"}
 
@@ -178,7 +177,7 @@ def checkpoint_folder(path: Path, plain: bool, marker: Path):
     if not plain:  # the old layout: one pickle with everything, numpy arrays included
         payload.update(progress={}, config={}, counts={}, world_size=1)
         payload["rng"] = [{"numpy": np.random.get_state()}]
-    torch.save(payload, path / training.STATE_FILE)
+    torch.save(payload, path / checkpoints.STATE_FILE)
     if plain:
         plain_state = {"progress": {}, "config": {}, "counts": {}, "world_size": 1, "rng": [{}]}
         (path / "state.json").write_text(json.dumps(plain_state))
@@ -190,7 +189,7 @@ def load_planted(tmp_path: Path, plain: bool) -> str:
     marker = tmp_path / "pickle-ran"
     checkpoint = checkpoint_folder(tmp_path / "step-0000002", plain=plain, marker=marker)
     try:
-        training._load_state(checkpoint)
+        checkpoints.load_state(checkpoint)
         refusal = "(loaded)"
     except ValueError as e:
         refusal = str(e)

@@ -1,4 +1,5 @@
-"""The worker set-up hook: Ray Train's once-a-second cleaner warning is logged once."""
+"""Ray set-up: `ensure_ray` starts a local instance (tried again when it times out) whose workers
+run the set-up hook, which logs Ray Train's once-a-second cleaner warning once."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import logging
 import subprocess
 import sys
 
+from datatuner_core import ray_setup
 from datatuner_core.ray_setup import CLEANER_LOGGER, Once, setup_worker
 
 REPEATED = "Failed to query Ray Train Controller actor state. State API may be unavailable."
@@ -43,7 +45,7 @@ def _run_driver(script: str, cwd, timeout: int) -> subprocess.CompletedProcess:
 def test_ensure_ray_runs_the_hook_in_every_worker(tmp_path):
     script = f"""
 import logging, ray
-from datatuner_core.training import ensure_ray
+from datatuner_core.ray_setup import ensure_ray
 ensure_ray(num_cpus=1, include_dashboard=False)
 
 @ray.remote
@@ -64,7 +66,7 @@ def test_a_training_worker_prints_once(tmp_path):
 import builtins, ray
 from ray.train import ScalingConfig
 from ray.train.torch import TorchTrainer
-from datatuner_core.training import ensure_ray
+from datatuner_core.ray_setup import ensure_ray
 ensure_ray(num_cpus=1, include_dashboard=False)
 
 def loop():
@@ -85,8 +87,6 @@ def test_a_local_start_that_times_out_is_tried_again_then_fails_with_one_line(mo
     import pytest
     import ray
 
-    from datatuner_core import training
-
     calls = []
 
     def failing_init(address=None, **kwargs):
@@ -95,22 +95,22 @@ def test_a_local_start_that_times_out_is_tried_again_then_fails_with_one_line(mo
             raise Exception("The current node timed out during startup. This could happen ...")
 
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
-    monkeypatch.setattr(training, "LOCAL_START_BACKOFF_S", 0.0)
+    monkeypatch.setattr(ray_setup, "LOCAL_START_BACKOFF_S", 0.0)
     monkeypatch.setattr(ray, "is_initialized", lambda: False)
     monkeypatch.setattr(ray, "init", failing_init)
     monkeypatch.setattr(ray, "shutdown", lambda: None)
-    training.ensure_ray()  # the third try succeeds
+    ray_setup.ensure_ray()  # the third try succeeds
     assert calls == ["local", "local", "local"]
     assert capsys.readouterr().err.count("Ray start-up failed (The current node timed out") == 2
 
     calls.clear()
     monkeypatch.setattr(ray, "init", lambda address=None, **kw: (calls.append(address), 1 / 0))
-    with pytest.raises(training.RayStartError, match=r"local Ray instance \(3 tries\): division"):
-        training.ensure_ray()
+    with pytest.raises(ray_setup.RayStartError, match=r"local Ray instance \(3 tries\): division"):
+        ray_setup.ensure_ray()
     assert len(calls) == 3
 
     calls.clear()  # a given cluster address is tried once: it is the user's, not ours to restart
     monkeypatch.setenv("RAY_ADDRESS", "ray://nowhere:10001")
-    with pytest.raises(training.RayStartError, match="ray://nowhere:10001"):
-        training.ensure_ray()
+    with pytest.raises(ray_setup.RayStartError, match="ray://nowhere:10001"):
+        ray_setup.ensure_ray()
     assert calls == ["ray://nowhere:10001"]
