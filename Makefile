@@ -58,7 +58,7 @@ lint: setup
 	$(BIN)/ruff format --check datatuner_core flows tasks tests benchmarks
 
 bench: setup
-	$(BIN)/python benchmarks/ingest.py --sizes 100000 1000000
+	$(BIN)/python -m benchmarks.ingest --sizes 100000 1000000
 
 clean:
 	rm -rf $(VENV) artifacts .pytest_cache

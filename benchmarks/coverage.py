@@ -2,7 +2,7 @@
 the pipeline does) against a plain scan of every corpus entity per text, side by side in one run
 on the same synthetic corpus (record i names entities i and 7i; its texts name i and 13i, mod N).
 
-    .venv/bin/python benchmarks/coverage.py --entities 5000 --records 1000 --candidates 5
+    python -m benchmarks.coverage --entities 5000 --records 1000 --candidates 5
 
 The scan is timed on `--scan-records` records only (it is quadratic) and reported per text; both
 must find the same missing and hallucinated counts on those records, or the run fails.
@@ -11,12 +11,9 @@ must find the same missing and hallucinated counts on those records, or the run 
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from .common import RESULTS, description, emit_result
 
 
 def corpus(n_entities: int, n_records: int) -> tuple[list[str], list[dict], list[str]]:
@@ -41,15 +38,14 @@ def scan_errors(text: str, entities: list[str], phrases: list[str], normalize) -
 
 
 def main(argv=None) -> int:
-    sys.path.insert(0, str(ROOT))
     from datatuner_core import coverage_check as ev
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=description(__doc__))
     parser.add_argument("--entities", type=int, default=5000)
     parser.add_argument("--records", type=int, default=1000)
     parser.add_argument("--candidates", type=int, default=5, help="texts checked per record")
     parser.add_argument("--scan-records", type=int, default=100)
-    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "coverage.json"))
+    parser.add_argument("--out", default=str(RESULTS / "coverage.json"))
     args = parser.parse_args(argv)
 
     words, rows, texts = corpus(args.entities, args.records)
@@ -88,9 +84,7 @@ def main(argv=None) -> int:
         "counts": {"missing": indexed["missing"], "hallucinated": indexed["hallucinated"],
                    "entities": indexed["entities"], "agree_on_scanned": True},
     }  # fmt: skip
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
+    emit_result(result, args.out)
     return 0
 
 

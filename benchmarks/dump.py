@@ -1,6 +1,6 @@
 """End to end on a knowledge-graph dump: synthetic N-Triples -> `datatuner verbalize`.
 
-For each size, a DBpedia-like dump of that many subjects (the generator of benchmarks/ingest.py:
+For each size, a DBpedia-like dump of that many subjects (the generator of benchmarks.ingest:
 labels in several languages, IRI objects, typed and language-tagged literals, lines shuffled in
 blocks) plus the bad lines a real dump has (one in 500: a truncated line, a missing terminator,
 an unclosed IRI, a literal with a broken escape) is verbalized by the CLI in a fresh process, as
@@ -19,7 +19,7 @@ a user runs it. Measured per size:
 - the projection for 10^7 subjects on 1, 4 and 16 nodes like this one (generation scales with
   the actors; ingest and linearize run once, on the driver's node).
 
-    .venv/bin/python benchmarks/dump.py --lm URI --classifier URI --subjects 1000 10000 \
+    python -m benchmarks.dump --lm URI --classifier URI --subjects 1000 10000 \
         [--set generate.beams=2 ...] [--json benchmarks/results/dump-tiny.json]
 
 Models: any LM / classifier versions, e.g. those of `datatuner run --config
@@ -33,17 +33,14 @@ import json
 import os
 import random
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import psutil
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "benchmarks"))
-
-from ingest import BLOCK_SUBJECTS, subject_lines  # noqa: E402
+from .common import ROOT, add_set_flag, cli_command, cli_env, description, set_argv, write_json
+from .ingest import BLOCK_SUBJECTS, subject_lines
 
 BAD_EVERY = 500
 BAD_LINES = [
@@ -138,27 +135,26 @@ def stage_seconds(out: Path) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=description(__doc__))
     parser.add_argument("--lm", required=True)
     parser.add_argument("--classifier", required=True)
     parser.add_argument("--subjects", type=int, nargs="+", default=[1000, 10000])
-    parser.add_argument("--set", action="append", default=[], dest="overrides")
+    add_set_flag(parser)
     parser.add_argument("--json", help="write the results here")
     parser.add_argument("--keep", help="keep the dumps and outputs under this folder")
     args = parser.parse_args(argv)
     cores = os.cpu_count() or 1
     work = Path(args.keep or tempfile.mkdtemp(prefix="dump-bench-"))
     work.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "PYTHONWARNINGS": "ignore", "PREFECT_HOME": str(work / "prefect")}
+    env = cli_env(work / "prefect")
     rows = []
     for n in args.subjects:
         dump = work / f"dump-{n}.nt"
         shape = write_dump(dump, n)
         out = work / f"out-{n}"
-        cmd = [sys.executable, "-m", "flows.cli", "verbalize", "--input", str(dump),
-               "--format", "ntriples", "--output", str(out), "--lm", args.lm,
-               "--classifier", args.classifier,
-               *[a for s in args.overrides for a in ("--set", s)]]  # fmt: skip
+        cmd = cli_command("verbalize", "--input", str(dump), "--format", "ntriples",
+                          "--output", str(out), "--lm", args.lm, "--classifier", args.classifier,
+                          *set_argv(args.set))  # fmt: skip
         result = run(cmd, env, work / f"verbalize-{n}.log")
         stages = stage_seconds(out)
         counts = stages.pop("ingest_counts")
@@ -196,12 +192,12 @@ def main(argv: list[str] | None = None) -> int:
         }
         rows.append(row)
         print(json.dumps(row), flush=True)
-    result = {"benchmark": "dump -> verbalize", "cores": cores, "overrides": args.overrides,
+    result = {"benchmark": "dump -> verbalize", "cores": cores, "overrides": args.set,
               "lm": args.lm, "classifier": args.classifier, "rows": rows}  # fmt: skip
     if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+        write_json(args.json, result)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())

@@ -11,8 +11,8 @@ the packaged GGUF itself is 98 MB and does not travel to the GPU machine, which 
 3. the saved checkpoint (special rows merged) loaded by the pipeline's own `Generator` on CUDA in
    bf16: beam search with the `<text>` state hook over every sample record, records/s.
 
-    python benchmarks/gpu.py --out results/gpu.json          # on a CUDA machine
-    python benchmarks/gpu.py --small --steps 3               # CPU smoke run (tiny shapes)
+    python -m benchmarks.gpu --out benchmarks/results/gpu.json   # on a CUDA machine
+    python -m benchmarks.gpu --small --steps 3                   # CPU smoke run (tiny shapes)
 
 Prints one JSON document (and writes it to --out). Needs torch, transformers, pyarrow, fsspec;
 not Ray or Prefect (the Ray Train loop around these steps is covered by the CPU test suite).
@@ -23,13 +23,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from .common import ROOT, description, emit_result
 
 SMOL = dict(hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
             num_attention_heads=9, num_key_value_heads=3, vocab=49152)  # fmt: skip
@@ -126,7 +124,7 @@ def train(model, batches_, device, steps: int, bf16: bool) -> dict:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(description=description(__doc__))
     ap.add_argument("--small", action="store_true", help="tiny shapes (a CPU smoke run)")
     ap.add_argument("--steps", type=int, default=60)
     ap.add_argument("--batch", type=int, default=32)
@@ -209,11 +207,7 @@ def main(argv: list[str] | None = None) -> dict:
             "records_per_s": round(len(out) / seconds, 2),
         }
     dist.destroy_process_group()
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text + "\n")
+    emit_result(result, args.out)
     return result
 
 

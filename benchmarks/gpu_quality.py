@@ -8,7 +8,7 @@ search with the `<text>` state hook, coverage reranking when no classifier is gi
 `evaluate.evaluate_generations` as `datatuner run`; only the Ray Train loop is replaced by a plain
 loop (AdamW, warm-up + linear decay, clipping). Nothing is chosen on the test split.
 
-    python benchmarks/gpu_quality.py --base SmolLM2-135M-Instruct.Q4_1.gguf \\
+    python -m benchmarks.gpu_quality --base SmolLM2-135M-Instruct.Q4_1.gguf \\
         --data RUN/linearized --epochs 1 --batch 64 --out result.json
 
 `--data` is a pipeline run's `linearized` stage (train and test splits). Writes the headline
@@ -21,17 +21,15 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from .common import description, timed, write_json
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(description=description(__doc__))
     ap.add_argument("--base", required=True, help="lm.base: a GGUF file, folder or alias")
     ap.add_argument("--data", required=True, help="a run's linearized stage")
     ap.add_argument("--mode", default="fine", choices=("fine", "coarse"), help="state ids")
@@ -45,36 +43,18 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=None, help="test records (smoke runs)")
     ap.add_argument("--max-steps", type=int, default=None)
     ap.add_argument("--out", required=True)
-    args = ap.parse_args()
+    return ap
 
+
+def fine_tune(task, model, examples: list[dict], args, device) -> dict:
+    """The plain loop: AdamW, warm-up + linear decay, clipping, bf16 autocast on CUDA, over the
+    trainer's length-bucketed batches (a new plan each epoch)."""
     import torch
 
-    from datatuner_core import evaluate, stage_reader
-    from datatuner_core.generator import Generator
-    from datatuner_core.lm import LMTask
-    from datatuner_core.tokenizer import build_tokenizer
-    from datatuner_core.training import lr_multiplier, plan_batches
+    from datatuner_core.training_data import plan_batches
+    from datatuner_core.training_loop import lr_multiplier
 
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     cuda = device.type == "cuda"
-    torch.manual_seed(42)
-    manifest = stage_reader.read_manifest(args.data)
-    specials = manifest["extra"]["special_tokens"]
-    rows = stage_reader.read_stage(args.data).to_pylist()
-    train_rows = [r for r in rows if r["split"] == "train"]
-    test_rows = [r for r in rows if r["split"] == "test"][: args.limit]
-    result: dict = {"device": torch.cuda.get_device_name(0) if cuda else "cpu",
-                    "base": Path(args.base).name, "args": vars(args)}  # fmt: skip
-
-    t0 = time.perf_counter()
-    tok = build_tokenizer(args.base, None, specials)
-    task = LMTask(tokenizer=tok, special_tokens=specials, base=args.base, mode=args.mode)
-    model = task.build_model().to(device)
-    examples = task.encode(train_rows)
-    result["load_s"] = round(time.perf_counter() - t0, 1)
-    result["train_examples"] = len(examples)
-    result["parameters"] = task.parameter_counts
-
     lengths = [len(e["input_ids"]) for e in examples]
     steps_per_epoch = math.ceil(len(examples) / args.batch)
     total = max(1, int(steps_per_epoch * args.epochs))
@@ -89,8 +69,7 @@ def main() -> None:
     step, tokens, losses, epoch = 0, 0, [], 0
     t0 = time.perf_counter()
     while step < total:
-        plan = plan_batches(lengths, args.batch, 42 + epoch)
-        for indices in plan:
+        for indices in plan_batches(lengths, args.batch, 42 + epoch):
             if step >= total:
                 break
             batch = task.collate([examples[i] for i in indices])
@@ -112,20 +91,55 @@ def main() -> None:
     if cuda:
         torch.cuda.synchronize()
     train_s = time.perf_counter() - t0
-    result["train"] = {"steps": step, "epochs": round(step / steps_per_epoch, 2),
-                       "seconds": round(train_s, 1), "tokens_per_s": round(tokens / train_s, 1),
-                       "loss_last50": round(sum(losses[-50:]) / len(losses[-50:]), 4)}  # fmt: skip
+    return {"steps": step, "epochs": round(step / steps_per_epoch, 2),
+            "seconds": round(train_s, 1), "tokens_per_s": round(tokens / train_s, 1),
+            "loss_last50": round(sum(losses[-50:]) / len(losses[-50:]), 4)}  # fmt: skip
+
+
+def verbalize(task, model, rows: list[dict], args) -> tuple[list[dict], float]:
+    """The fine-tuned model saved as the pipeline saves it, then the pipeline's `Generator`
+    (coverage reranking, no classifier) over `rows`; the rows and the generation seconds."""
+    from datatuner_core.generator import Generator
 
     with tempfile.TemporaryDirectory(prefix="datatuner-gpuq-") as tmp:
         model.eval()
         task.save(model, tmp)  # special rows merged; plain safetensors
         Path(tmp, "training_card.json").write_text(json.dumps({"task_config": {"mode": args.mode}}))
-        del model
         gen = Generator(tmp, None, beams=args.beams, max_new_tokens=args.max_new_tokens,
                         batch_size=args.gen_batch, rerank=True, coverage=True)  # fmt: skip
-        t0 = time.perf_counter()
-        out = gen.generate_rows(test_rows)
-        gen_s = time.perf_counter() - t0
+        return timed(gen.generate_rows, rows)
+
+
+def main(argv=None) -> None:
+    args = parser().parse_args(argv)
+
+    import torch
+
+    from datatuner_core import evaluate
+    from datatuner_core.lm import LMTask
+    from datatuner_core.stage_reader import read_manifest, read_stage
+    from datatuner_core.tokenizer import build_tokenizer
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    cuda = device.type == "cuda"
+    torch.manual_seed(42)
+    specials = read_manifest(args.data)["extra"]["special_tokens"]
+    rows = read_stage(args.data).to_pylist()
+    train_rows = [r for r in rows if r["split"] == "train"]
+    test_rows = [r for r in rows if r["split"] == "test"][: args.limit]
+    result: dict = {"device": torch.cuda.get_device_name(0) if cuda else "cpu",
+                    "base": Path(args.base).name, "args": vars(args)}  # fmt: skip
+
+    t0 = time.perf_counter()
+    tok = build_tokenizer(args.base, None, specials)
+    task = LMTask(tokenizer=tok, special_tokens=specials, base=args.base, mode=args.mode)
+    model = task.build_model().to(device)
+    examples = task.encode(train_rows)
+    result["load_s"] = round(time.perf_counter() - t0, 1)
+    result["train_examples"] = len(examples)
+    result["parameters"] = task.parameter_counts
+    result["train"] = fine_tune(task, model, examples, args, device)
+    out, gen_s = verbalize(task, model, test_rows, args)
     metrics = evaluate.evaluate_generations(out)
     result["generate"] = {"records": len(out), "seconds": round(gen_s, 1),
                           "records_per_s": round(len(out) / gen_s, 2),
@@ -135,11 +149,8 @@ def main() -> None:
         k: (metrics.get(k) or {}).get("top_beam_bleu") for k in ("seen", "unseen")
     }
     result["coverage"] = metrics.get("coverage")
-    text = json.dumps(result, indent=2, default=str)
-    print(text)
-    target = Path(args.out)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(text + "\n")
+    print(json.dumps(result, indent=2, default=str))
+    target = write_json(args.out, result)
     keep = [{"id": r["id"], "category": r.get("category"), "text": r["text"],
              "top_beam": r["candidates"][0]["text"] if r["candidates"] else None}
             for r in out]  # fmt: skip

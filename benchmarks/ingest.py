@@ -7,7 +7,7 @@ then ingested in a fresh Python subprocess. Measured per size: wall time of the 
 inside `ingest()`, triples/s, and the child's peak RSS (the larger of the child's own
 `ru_maxrss` and the sum of RSS over the child's process tree, polled every 50 ms with psutil).
 
-    .venv/bin/python benchmarks/ingest.py --sizes 100000 1000000 10000000
+    python -m benchmarks.ingest --sizes 100000 1000000 10000000
 """
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ from pathlib import Path
 
 import psutil
 
-ROOT = Path(__file__).resolve().parent.parent
+from .common import RESULTS, ROOT, description, write_json
+
 R = "http://dbpedia.org/resource/"
 ONT = "http://dbpedia.org/ontology/"
 LABEL = "<http://www.w3.org/2000/01/rdf-schema#label>"
@@ -136,9 +137,9 @@ def measure(dump: Path, out: Path, python: str) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=description(__doc__))
     parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000, 10_000_000])
-    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "ingest.json"))
+    parser.add_argument("--out", default=str(RESULTS / "ingest.json"))
     parser.add_argument("--python", default=sys.executable, help="interpreter for the children")
     parser.add_argument("--tmp", default=None, help="folder for the dumps and outputs")
     parser.add_argument("--keep", action="store_true", help="keep the generated dumps")
@@ -201,12 +202,9 @@ def main(argv: list[str] | None = None) -> int:
         },
         "results": results,
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {out}")
+    print(f"wrote {write_json(args.out, report)}")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())

@@ -1,7 +1,7 @@
 """Nightly regeneration cost: a run with 1 % of the records changed against a full run, side by
 side in one process, same models and data (a JSON Lines corpus of synthetic WebNLG-like triples).
 
-    .venv/bin/python benchmarks/regenerate.py --root artifacts --records 1000
+    python -m benchmarks.regenerate --root artifacts --records 1000
 
 `--root` must hold production models (`datatuner run` or `retrain` registers them).
 """
@@ -15,7 +15,8 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from .common import RESULTS, add_set_flag, description, write_json
+
 PREDICATES = ["country", "city served", "leader name", "location", "runway length"]
 
 
@@ -31,15 +32,15 @@ def write_corpus(path: Path, n: int, changed: set[int]) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=description(__doc__))
     parser.add_argument("--root", required=True, help="storage root with production models")
     parser.add_argument("--records", type=int, default=1000)
     parser.add_argument("--changed", type=float, default=0.01, help="share of records changed")
-    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "regenerate.json"))
-    parser.add_argument("--set", action="append", default=[], help="more config overrides, e.g. "
-                        "generate.in_process_max=0 (the changed records on Ray Data)")  # fmt: skip
-    args = parser.parse_args()
+    parser.add_argument("--out", default=str(RESULTS / "regenerate.json"))
+    add_set_flag(parser, "more config overrides, e.g. generate.in_process_max=0 (the changed "
+                 "records on Ray Data)")  # fmt: skip
+    args = parser.parse_args(argv)
 
     from prefect.testing.utilities import prefect_test_harness
 
@@ -65,8 +66,7 @@ def main() -> None:
         results["incremental_seconds"] = time.perf_counter() - started
         results["incremental_regenerated"] = nightly["changes"]["regenerate"]
     results["cost_ratio"] = results["incremental_seconds"] / results["full_seconds"]
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(results, indent=2))
+    write_json(args.out, results)
     for key, value in results.items():
         print(f"{key:24s} {value}")
 

@@ -2,7 +2,7 @@
 (`generate.in_process_max=0`) against in the calling process (the default threshold), side by side
 in one run, alternating, each a fresh process (the start-up a user waits for is the point).
 
-    .venv/bin/python benchmarks/small_job.py --lm LM --classifier CLF --records 8 --repeats 2 \
+    python -m benchmarks.small_job --lm LM --classifier CLF --records 8 --repeats 2 \
         --out benchmarks/results/small-job.json
 """
 
@@ -10,45 +10,38 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from .common import add_set_flag, cli_command, cli_env, description, emit_result, set_argv, timed
 
 
 def verbalize(source: Path, out: Path, lm: str, classifier: str, extra: list[str]) -> dict:
-    cmd = [sys.executable, "-m", "flows.cli", "verbalize", "--input", str(source),
-           "--format", "jsonl", "--output", str(out), "--lm", lm, "--classifier", classifier,
-           *[a for s in extra for a in ("--set", s)]]  # fmt: skip
-    env = {**os.environ, "PYTHONWARNINGS": "ignore", "PREFECT_HOME": str(out.parent / "home")}
-    started = time.time()
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1800)
-    seconds = time.time() - started
+    from datatuner_core.stage_reader import read_stage
+
+    cmd = cli_command("verbalize", "--input", str(source), "--format", "jsonl",
+                      "--output", str(out), "--lm", lm, "--classifier", classifier,
+                      *set_argv(extra))  # fmt: skip
+    proc, seconds = timed(subprocess.run, cmd, capture_output=True, text=True,
+                          env=cli_env(out.parent / "home"), timeout=1800)  # fmt: skip
     if proc.returncode != 0:
         raise SystemExit(proc.stderr[-3000:])
     manifest = json.loads((out / "_manifest.json").read_text())
-    texts = {}
-    from datatuner_core import stage_reader
-
-    for row in stage_reader.read_stage(str(out)).to_pylist():
-        texts[row["id"]] = row["text"]
+    texts = {row["id"]: row["text"] for row in read_stage(str(out)).to_pylist()}
     return {"seconds": round(seconds, 1), "engine": manifest["extra"].get("engine"),
             "generate_s": manifest["timings"].get("seconds"), "texts": texts}  # fmt: skip
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=description(__doc__))
     parser.add_argument("--lm", required=True)
     parser.add_argument("--classifier", required=True)
     parser.add_argument("--records", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--set", action="append", default=[], help="more config overrides")
+    add_set_flag(parser, "more config overrides")
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="small-job-"))
@@ -75,9 +68,7 @@ def main(argv=None) -> int:
         "same_texts": same,
     }
     result["speedup"] = round(result["median_s"]["ray_data"] / result["median_s"]["in_process"], 2)
-    print(json.dumps(result, indent=2))
-    if args.out:
-        Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    emit_result(result, args.out)
     return 0
 
 

@@ -1,12 +1,13 @@
-"""benchmarks/gpu.py (the GPU twin's paths) runs end to end on the CPU in its small mode: the
+"""benchmarks.gpu (the GPU twin's paths) runs end to end on the CPU in its small mode: the
 loss under autocast matches fp32, DDP training steps lower a held-out loss for both recipes (the
 frozen one trains fewer parameters), and the pipeline's Generator verbalizes every sample record."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import socket
+
+from benchmarks import gpu
 
 
 def _free_port() -> int:
@@ -18,11 +19,8 @@ def _free_port() -> int:
 def test_gpu_benchmark_small_mode_on_cpu(tmp_path, monkeypatch):
     monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
     monkeypatch.setenv("MASTER_PORT", str(_free_port()))
-    spec = importlib.util.spec_from_file_location("gpu_bench", "benchmarks/gpu.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
     out = tmp_path / "gpu.json"
-    result = module.main(["--small", "--steps", "4", "--beams", "2", "--out", str(out)])
+    result = gpu.main(["--small", "--steps", "4", "--beams", "2", "--out", str(out)])
     assert json.loads(out.read_text()) == result
     assert result["backend"] == "gloo" and result["device"] == "cpu"
     # every record of the shipped sample: 737 across train/dev/test, 1,507 training pairs

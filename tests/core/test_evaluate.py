@@ -145,7 +145,7 @@ def test_coverage_error_rate_counts_over_the_corpus():
 def test_coverage_over_5k_entities_counts_every_miss_and_hallucination():
     """5,000 records against a 5,000-entity index: every count is known in closed form (record i
     names entities i and 7i, its text names i and 13i, all mod 5,000). The speed of the index
-    against re-indexing per text is `benchmarks/coverage.py`'s business, not an assertion here."""
+    against re-indexing per text is `benchmarks.coverage`'s business, not an assertion here."""
     n = 5_000
     words = [f"Entity number {i} {chr(97 + i % 26)}lpha" for i in range(n)]
     rows = [{"entities": [words[i], words[(i * 7) % n]]} for i in range(n)]
@@ -171,14 +171,12 @@ def test_coverage_over_5k_entities_counts_every_miss_and_hallucination():
 
 
 def test_coverage_benchmark_checks_the_index_against_a_plain_scan(tmp_path):
-    """benchmarks/coverage.py times the index against a scan of every entity per text and fails
+    """benchmarks.coverage times the index against a scan of every entity per text and fails
     unless both count the same errors; here on a small corpus, reading its JSON."""
-    import importlib.util
     import json
 
-    spec = importlib.util.spec_from_file_location("coverage_bench", "benchmarks/coverage.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    from benchmarks import coverage as bench
+
     out = tmp_path / "coverage.json"
     assert bench.main(["--entities", "300", "--records", "120", "--candidates", "2",
                        "--scan-records", "40", "--out", str(out)]) == 0  # fmt: skip

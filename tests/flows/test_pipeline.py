@@ -222,20 +222,15 @@ def test_regenerate_only_what_changed(trained_run, tmp_path):
 
 
 def test_quality_and_decoding_benchmarks_read_a_real_run(trained_run, tmp_path):
-    """benchmarks/quality.py assembles FC / No_FC from a fine run (here the sample run, linked
-    under a `-fine` name); benchmarks/decoding.py tunes on dev and refuses the test split."""
-    import importlib.util
+    """benchmarks.quality assembles FC / No_FC from a fine run (here the sample run, linked
+    under a `-fine` name); `benchmarks.tune decoding` tunes on dev and refuses the test split."""
     import os
 
     import pytest
 
+    from benchmarks import quality, quality_report, tune, tune_classifier
+
     root, summary = trained_run
-    paths = {}
-    for name in ("quality", "decoding"):
-        spec = importlib.util.spec_from_file_location(name, f"benchmarks/{name}.py")
-        paths[name] = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(paths[name])
-    quality, decoding = paths["quality"], paths["decoding"]
 
     store = tmp_path / "store"
     for part in ("runs", "models/lm", "models/classifier"):
@@ -286,9 +281,11 @@ def test_quality_and_decoding_benchmarks_read_a_real_run(trained_run, tmp_path):
     assert "| sample-fine |" in (out / "quality.md").read_text().split("predicted as their rule")[1]
     assert fine["generate_wall_s"] > 0 and "| FC |" in (out / "quality.md").read_text()
     assert fine["classifier_reused_from"] is None  # trained by this run: its minutes shown
-    assert quality.classifier_minutes(fine) == quality.minutes(fine["classifier_wall_s"])
+    assert quality_report.classifier_minutes(fine) == quality_report.minutes(
+        fine["classifier_wall_s"]
+    )
     coarse = {"classifier_reused_from": "/s/models/classifier/x-fine", "classifier_wall_s": 90}
-    assert quality.classifier_minutes(coarse) == "0 (reused: x-fine's, 1.5 there)"
+    assert quality_report.classifier_minutes(coarse) == "0 (reused: x-fine's, 1.5 there)"
     # the coverage check on the human references: the floor the systems are measured against
     floor = data["presets"]["sample"]["reference_coverage"]
     assert 0 < floor["records"] <= metrics["n"] and 0.0 <= floor["error_rate"] < 0.5
@@ -334,8 +331,8 @@ def test_quality_and_decoding_benchmarks_read_a_real_run(trained_run, tmp_path):
     common = ["--run", str(root / "runs" / "run1"), "--lm", str(lm_dir),
               "--classifier", str(clf_dir), "--records", "6", "--max-new-tokens", "8"]  # fmt: skip
     result = tmp_path / "decoding.json"
-    decoding.main([*common, "--grid", "1,1.0,0 2,1.0,2,int8", "--weights", "0,1", "--out",
-                   str(result)])  # fmt: skip
+    tune.main(["decoding", *common, "--grid", "1,1.0,0 2,1.0,2,int8", "--weights", "0,1",
+               "--out", str(result)])  # fmt: skip
     rows = json.loads(result.read_text())
     # per setting: label-first without and with coverage, then coverage + score for 2 weights
     assert rows["records"] == 6 and len(rows["results"]) == 8
@@ -343,27 +340,22 @@ def test_quality_and_decoding_benchmarks_read_a_real_run(trained_run, tmp_path):
     got = [(r["beams"], r["coverage"], r["label_first"], r["weight"]) for r in rows["results"]]
     assert got == [(b, *order) for b in (1, 2) for order in orders]
     with pytest.raises(SystemExit):
-        decoding.main([*common, "--split", "test"])
+        tune.main(["decoding", *common, "--split", "test"])
 
-    # benchmarks/length_sort.py: the two orders side by side give identical candidates
-    spec = importlib.util.spec_from_file_location("length_sort", "benchmarks/length_sort.py")
-    length_sort = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(length_sort)
+    # tune length-sort: the two orders side by side give identical candidates
     result = tmp_path / "length-sort.json"
-    length_sort.main(["--run", str(root / "runs" / "run1"), "--lm", str(lm_dir), "--beams", "2",
-                      "--records", "8", "--max-new-tokens", "8", "--out", str(result)])  # fmt: skip
+    tune.main(["length-sort", "--run", str(root / "runs" / "run1"), "--lm", str(lm_dir),
+               "--beams", "2", "--records", "8", "--max-new-tokens", "8",
+               "--out", str(result)])  # fmt: skip
     bench = json.loads(result.read_text())
     assert bench["records"] == 8 and bench["identical_candidates"] == 8
     assert len(bench["seconds_sorted"]) == len(bench["seconds_unsorted"]) == 1
 
-    # benchmarks/new_token_cap.py: a cap no lower than the budget changes no text
-    spec = importlib.util.spec_from_file_location("new_token_cap", "benchmarks/new_token_cap.py")
-    cap = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(cap)
+    # tune new-token-cap: a cap no lower than the budget changes no text
     result = tmp_path / "cap.json"
-    cap.main(["--run", str(root / "runs" / "run1"), "--lm", str(lm_dir), "--classifier",
-              str(clf_dir), "--records", "6", "--beams", "2", "--settings",
-              "8,none 8,100 16,0.01", "--slack", "0", "--out", str(result)])  # fmt: skip
+    tune.main(["new-token-cap", "--run", str(root / "runs" / "run1"), "--lm", str(lm_dir),
+               "--classifier", str(clf_dir), "--records", "6", "--beams", "2", "--settings",
+               "8,none 8,100 16,0.01", "--slack", "0", "--out", str(result)])  # fmt: skip
     settings = json.loads(result.read_text())["settings"]
     assert [(s["max_new_tokens"], s["ratio"]) for s in settings] == [(8, None), (8, 100.0),
                                                                      (16, 0.01)]  # fmt: skip
@@ -372,34 +364,31 @@ def test_quality_and_decoding_benchmarks_read_a_real_run(trained_run, tmp_path):
     # decodes exactly as a budget of 8
     assert settings[2]["same_texts_as_first"] == 6
     with pytest.raises(SystemExit, match="test split"):
-        cap.main(["--run", str(root / "runs" / "run1"), "--lm", str(lm_dir), "--split", "test"])
+        tune.main(["new-token-cap", "--run", str(root / "runs" / "run1"), "--lm", str(lm_dir),
+                   "--split", "test"])  # fmt: skip
 
-    # benchmarks/actors.py: the real stage with 1, 2 and again 1 actor; every record written
+    # tune actors: the real stage with 1, 2 and again 1 actor; every record written
     # each time, and 1 actor twice gives the same texts and candidates (the comparison's base)
-    spec = importlib.util.spec_from_file_location("actors", "benchmarks/actors.py")
-    actors = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(actors)
     result = tmp_path / "actors.json"
-    actors.main(["--run", str(root / "runs" / "run1"), "--lm", str(lm_dir), "--classifier",
-                 str(clf_dir), "--records", "6", "--beams", "2", "--max-new-tokens", "8",
-                 "--actors", "1 2 1", "--out", str(result)])  # fmt: skip
+    tune.main(["actors", "--run", str(root / "runs" / "run1"), "--lm", str(lm_dir),
+               "--classifier", str(clf_dir), "--records", "6", "--beams", "2",
+               "--max-new-tokens", "8", "--actors", "1 2 1", "--out", str(result)])  # fmt: skip
     settings = json.loads(result.read_text())["settings"]
     assert [(s["actors"], s["records"]) for s in settings] == [(1, 6), (2, 6), (1, 6)]
     assert settings[2]["same_texts_as_first"] == settings[2]["same_candidates_as_first"] == 6
     assert settings[2]["bleu"] == settings[0]["bleu"] and settings[0]["speedup_over_first"] == 1
     with pytest.raises(SystemExit, match="test split"):
-        actors.main(["--run", str(root / "runs" / "run1"), "--lm", str(lm_dir), "--split", "test"])
+        tune.main(["actors", "--run", str(root / "runs" / "run1"), "--lm", str(lm_dir),
+                   "--split", "test"])  # fmt: skip
 
-    # benchmarks/classifiers.py: one set of dev beams reranked by each classifier, and each
+    # tune_classifier compare: one set of dev beams reranked by each classifier, and each
     # classifier on each held-out set; the same classifier twice chooses the same texts
-    spec = importlib.util.spec_from_file_location("classifiers", "benchmarks/classifiers.py")
-    classifiers = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(classifiers)
     result = tmp_path / "classifiers.json"
     corruptions = root / "runs" / "run1" / "corruptions"
-    classifiers.main(["--run", str(root / "runs" / "run1"), "--lm", str(lm_dir), "--classifiers",
-                      f"{clf_dir} {clf_dir}", "--heldout", str(corruptions), "--records", "6",
-                      "--beams", "2", "--max-new-tokens", "8", "--out", str(result)])  # fmt: skip
+    tune_classifier.main(["compare", "--run", str(root / "runs" / "run1"), "--lm", str(lm_dir),
+                          "--classifiers", f"{clf_dir} {clf_dir}", "--heldout", str(corruptions),
+                          "--records", "6", "--beams", "2", "--max-new-tokens", "8",
+                          "--out", str(result)])  # fmt: skip
     bench = json.loads(result.read_text())
     a, b = bench["rerank"]
     assert a["records"] == b["records"] == 6 and b["same_texts_as_first"] == 6
@@ -410,5 +399,6 @@ def test_quality_and_decoding_benchmarks_read_a_real_run(trained_run, tmp_path):
     assert x["pairs"] == y["pairs"] == len(held) > 0 and x["macro_f1"] == y["macro_f1"]
     assert set(x["caught"]) == {r["rule"] for r in held}
     with pytest.raises(SystemExit, match="test split"):
-        classifiers.main(["--run", str(root / "runs" / "run1"), "--lm", str(lm_dir),
-                          "--classifiers", str(clf_dir), "--split", "test"])  # fmt: skip
+        tune_classifier.main(["compare", "--run", str(root / "runs" / "run1"), "--lm",
+                              str(lm_dir), "--classifiers", str(clf_dir),
+                              "--split", "test"])  # fmt: skip

@@ -1,0 +1,267 @@
+"""Generation settings side by side on a run's DEV records (never on test): one sub-command a knob.
+
+    python -m benchmarks.tune decoding --run RUN --lm LM --classifier CLF --records 120 \\
+        --grid "1,1.0,0 3,1.0,0 3,1.0,3 5,1.0,0 5,1.5,0"
+    python -m benchmarks.tune new-token-cap --run RUN --lm LM --classifier CLF --records 400 \\
+        --settings "64,none 64,1.0 96,1.0"
+    python -m benchmarks.tune length-sort --run RUN --lm LM --records 256 --beams 3
+    python -m benchmarks.tune actors --run RUN --lm LM --classifier CLF --records 512 --actors "1 2"
+
+RUN is a run folder (`runs/{run_id}`: its linearized stage is sampled, seeded, the same records
+every time), LM and CLF model version folders. Each setting runs in this one process on the same
+records, so the figures compare; `--out FILE` writes the JSON result beside printing it.
+
+- `decoding`: a grid of `beams,length_penalty,no_repeat_ngram[,int8]`; on each setting's beams,
+  the reranking orders: label first without and with the coverage check, then the coverage check
+  and LM score + weight x log P(accurate) (`generate.label_first: false`) for each `--weights`.
+- `new-token-cap`: `max_new_tokens,ratio` settings (ratio `none`: no per-record cap).
+- `length-sort`: `generate.length_sort` off and on through the real Ray Data stage, alternating
+  `--repeats` times; the sort must change speed, not texts (`identical_candidates`).
+- `actors`: the Ray Data stage with N actors (threads split among them), e.g. "1 2 1", alternating
+  `--repeats` times; 1 and 2 threads sum floats in another order, so a near-tie may break apart.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+from .common import (
+    add_dev_flags,
+    description,
+    emit_result,
+    refuse_test_split,
+    same_count,
+    sample_rows,
+    sample_stage,
+    timed,
+    write_json,
+)
+
+GRID = "1,1.0,0 3,1.0,0 3,1.0,3 5,1.0,0 5,1.5,0"
+
+
+def decoding(args) -> None:
+    """Each grid point's beams generated once, then re-chosen by every reranking order."""
+    from datatuner_core import evaluate
+    from datatuner_core.candidate_choice import score_and_choose
+    from datatuner_core.generator import Generator
+
+    rows = sample_rows(args.run, args.split, args.records)
+    results = []
+    for item in args.grid.split():
+        beams, penalty, ngram, *rest = item.split(",")
+        int8 = bool(rest and rest[0] == "int8")
+        gen = Generator(
+            args.lm, args.classifier, beams=int(beams), max_new_tokens=args.max_new_tokens,
+            batch_size=args.batch_size, rerank=True, length_penalty=float(penalty),
+            no_repeat_ngram=int(ngram), int8=int8, threads=args.threads,
+        )  # fmt: skip
+        out, seconds = timed(gen.generate_rows, rows)
+        orders = [(False, True, 1.0), (True, True, 1.0)]  # (coverage, label_first, weight)
+        orders += [(True, False, float(w)) for w in args.weights.split(",") if w.strip()]
+        for coverage, label_first, weight in orders:
+            # re-choose: the labels are kept (every candidate is scored once)
+            score_and_choose(
+                out, gen.scorer, rerank=True, coverage=coverage, weight=weight,
+                label_first=label_first, batch_size=max(gen.batch_size, 32), verdict=gen.verdict,
+            )  # fmt: skip
+            m = evaluate.evaluate_generations(out)
+            results.append({
+                "beams": int(beams), "length_penalty": float(penalty),
+                "no_repeat_ngram": int(ngram), "int8": int8, "coverage": coverage,
+                "label_first": label_first, "weight": weight,
+                "bleu": m["bleu"], "bleu_top_beam": m["top_beam"]["bleu"],
+                "coverage_error": m["coverage"]["chosen"]["error_rate"],
+                "coverage_error_top_beam": m["coverage"]["top_beam"]["error_rate"],
+                "accurate": m["fidelity"]["chosen"]["counts"]["accurate"],
+                "seconds": round(seconds, 1), "records_per_s": round(len(rows) / seconds, 2),
+            })  # fmt: skip
+            r = results[-1]
+            order = "label, score" if label_first else f"score (weight {weight:g})"
+            print(
+                f"beams {r['beams']} lp {r['length_penalty']} ngram {r['no_repeat_ngram']} "
+                f"{'int8 ' if int8 else ''}"
+                f"coverage {coverage!s:5} then {order}: BLEU {r['bleu']:.2f} "
+                f"(top beam {r['bleu_top_beam']:.2f}) coverage error "
+                f"{r['coverage_error']:.3f} (top {r['coverage_error_top_beam']:.3f}) "
+                f"accurate {r['accurate']}/{len(rows)}  {r['records_per_s']} records/s",
+                flush=True,
+            )
+        del gen
+    if args.out:
+        write_json(args.out, {"records": len(rows), "results": results})
+
+
+def parse_settings(text: str) -> list[tuple[int, float | None]]:
+    """`"64,none 64,1.0"` -> [(64, None), (64, 1.0)]: max_new_tokens and ratio per setting."""
+    out = []
+    for item in text.split():
+        tokens, ratio = item.split(",")
+        out.append((int(tokens), None if ratio == "none" else float(ratio)))
+    return out
+
+
+def new_token_cap(args) -> None:
+    """In-process `Generator` with reranking per setting, in the split's own order."""
+    from datatuner_core import evaluate
+    from datatuner_core.generator import Generator
+
+    rows = sample_rows(args.run, args.split, args.records, source_order=True)
+    results, first = [], None
+    for tokens, ratio in parse_settings(args.settings):
+        gen = Generator(
+            args.lm, args.classifier, beams=args.beams, max_new_tokens=tokens,
+            batch_size=args.batch_size, rerank=args.classifier is not None, coverage=True,
+            max_new_tokens_ratio=ratio, max_new_tokens_slack=args.slack, threads=args.threads,
+        )  # fmt: skip
+        out, seconds = timed(gen.generate_rows, rows)
+        metrics = evaluate.evaluate_generations(out)
+        first = first or {r["id"]: r["text"] for r in out}
+        results.append({
+            "max_new_tokens": tokens, "ratio": ratio, "slack": args.slack,
+            "seconds": round(seconds, 1), "records_per_s": round(len(out) / seconds, 3),
+            "bleu": metrics["bleu"], "coverage_error": evaluate.headline(metrics)["coverage_error"],
+            "same_texts_as_first": same_count(first, out),
+        })  # fmt: skip
+        print(json.dumps(results[-1]), flush=True)
+    result = {
+        "records": len(rows), "split": args.split, "beams": args.beams,
+        "batch_size": args.batch_size, "classifier": args.classifier, "settings": results,
+    }  # fmt: skip
+    emit_result(result, args.out)
+
+
+def stage_side_by_side(args, settings: list[tuple[str, dict]]) -> tuple[int, list, list]:
+    """The real Ray Data generation stage on a seeded sample, once per setting (name, more
+    `generate_stage` keywords) and `--repeats` times in turn, so that a drift in the machine's
+    load falls on all. Returns the sample size, each setting's seconds and its last rows."""
+    from datatuner_core.generate import generate_stage
+    from datatuner_core.ray_setup import ensure_ray
+    from datatuner_core.stage_reader import read_stage
+
+    work = Path(tempfile.mkdtemp(prefix=f"bench-{args.command}-"))
+    n = sample_stage(args.run, args.split, args.records, str(work / "lin"), args.order)
+    ensure_ray()
+    seconds: list[list[float]] = [[] for _ in settings]
+    rows: list[list[dict]] = [[] for _ in settings]
+    for i in range(args.repeats):
+        for k, (name, knobs) in enumerate(settings):
+            out = str(work / f"gen-{k}-{i}")
+            started = time.perf_counter()
+            generate_stage(
+                str(work / "lin"), out, lm_uri=args.lm, beams=args.beams,
+                max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, split=None,
+                **knobs,
+            )  # fmt: skip
+            seconds[k].append(round(time.perf_counter() - started, 1))
+            print(f"{name}: {seconds[k][-1]} s", flush=True)
+            rows[k] = read_stage(out).to_pylist()
+    return n, seconds, rows
+
+
+def candidates_of(rows: list[dict]) -> dict[str, list[str]]:
+    return {r["id"]: [c["text"] for c in r["candidates"]] for r in rows}
+
+
+def length_sort(args) -> None:
+    """No classifier: reranking does not depend on the order."""
+    settings = [(f"length_sort {on!s:5}", {"rerank": False, "length_sort": on})
+                for on in (False, True)]  # fmt: skip
+    n, seconds, rows = stage_side_by_side(args, settings)
+    unsorted, ordered = (candidates_of(r) for r in rows)
+    same = sum(ordered[k] == v for k, v in unsorted.items())
+    off, on = (sum(s) / len(s) for s in seconds)
+    result = {
+        "records": n, "split": args.split, "order": args.order, "beams": args.beams,
+        "batch_size": args.batch_size,
+        "max_new_tokens": args.max_new_tokens, "seconds_unsorted": seconds[0],
+        "seconds_sorted": seconds[1], "records_per_s_unsorted": round(n / off, 3),
+        "records_per_s_sorted": round(n / on, 3), "speedup": round(off / on, 3),
+        "identical_candidates": same,
+    }  # fmt: skip
+    emit_result(result, args.out)
+
+
+def actors(args) -> None:
+    """1 actor x all cores against N actors x fewer threads, as `generate.actors` runs them."""
+    from datatuner_core import evaluate
+
+    counts = [int(a) for a in args.actors.split()]
+    decoding_ = {"coverage": True, "max_new_tokens_ratio": args.ratio}
+    settings = [(f"actors {a}", {"actors": a, "classifier_uri": args.classifier,
+                                 "rerank": args.classifier is not None, "decoding": decoding_})
+                for a in counts]  # fmt: skip
+    n, seconds, rows = stage_side_by_side(args, settings)
+    first_text = {r["id"]: r["text"] for r in rows[0]}
+    first_cands = candidates_of(rows[0])
+    mean = [sum(s) / len(s) for s in seconds]
+    found = []
+    for k, a in enumerate(counts):
+        metrics = evaluate.evaluate_generations(rows[k])
+        found.append({
+            "actors": a, "seconds": seconds[k], "records": len(rows[k]),
+            "records_per_s": round(n / mean[k], 3),
+            "speedup_over_first": round(mean[0] / mean[k], 3),
+            "bleu": metrics["bleu"],
+            "coverage_error": evaluate.headline(metrics)["coverage_error"],
+            "same_texts_as_first": same_count(first_text, rows[k]),
+            "same_candidates_as_first": same_count(
+                first_cands, rows[k], key=lambda r: [c["text"] for c in r["candidates"]]
+            ),
+        })  # fmt: skip
+    result = {
+        "records": n, "split": args.split, "order": args.order, "beams": args.beams,
+        "batch_size": args.batch_size, "max_new_tokens": args.max_new_tokens,
+        "ratio": args.ratio, "classifier": args.classifier, "settings": found,
+    }  # fmt: skip
+    emit_result(result, args.out)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.tune", description=description(__doc__))
+    sub = p.add_subparsers(dest="command", required=True)
+    d = add_dev_flags(sub.add_parser("decoding", help="decoding grid x rerank orders"), 120, False)
+    d.add_argument("--classifier", required=True)
+    d.add_argument("--grid", default=GRID,
+                   help="space-separated beams,length_penalty,no_repeat_ngram[,int8]")  # fmt: skip
+    d.add_argument("--weights", default="0,0.5,1",
+                   help="label_first=false variants: weights of log P(accurate)")  # fmt: skip
+    d.add_argument("--max-new-tokens", type=int, default=64)
+    d.add_argument("--threads", type=int, default=2)
+    c = add_dev_flags(sub.add_parser("new-token-cap", help="max_new_tokens / ratio settings"), 400)
+    c.add_argument("--classifier", default=None, help="rerank with it (else the top beam)")
+    c.add_argument("--settings", default="64,none 64,1.0", help="max_new_tokens,ratio ...")
+    c.add_argument("--slack", type=int, default=16)
+    c.add_argument("--threads", type=int, default=None)
+    s = add_dev_flags(sub.add_parser("length-sort", help="generate.length_sort off / on"), 256)
+    a = add_dev_flags(sub.add_parser("actors", help="generation actor counts"), 512)
+    a.add_argument("--classifier", default=None, help="rerank with it (else the top beam)")
+    a.add_argument("--actors", default="1 2", help="actor counts; one may repeat: '1 2 1'")
+    a.add_argument("--ratio", type=float, default=None, help="generate.max_new_tokens_ratio")
+    for q, order in ((s, "random"), (a, "source")):
+        q.add_argument("--max-new-tokens", type=int, default=64)
+        q.add_argument("--repeats", type=int, default=1)
+        q.add_argument("--order", choices=("random", "source"), default=order,
+                       help="the sample's order: random, or the split's own (WebNLG: by "
+                       "triple count)")  # fmt: skip
+    return p
+
+
+COMMANDS = {"decoding": decoding, "new-token-cap": new_token_cap, "length-sort": length_sort,
+            "actors": actors}  # fmt: skip
+
+
+def main(argv=None) -> int:
+    args = parser().parse_args(argv)
+    if args.command != "length-sort":
+        refuse_test_split(args, f"tune {args.command}")
+    COMMANDS[args.command](args)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
