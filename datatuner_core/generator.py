@@ -121,16 +121,11 @@ class Generator:
 
     def _prompt(self, linearized: str) -> tuple[list[int], list[int], bool]:
         """(input_ids, state ids, truncated) of `<data> D <text>`, cut to leave room for text."""
-        from . import linearize as lin
+        from .lm import encode_prompt
 
-        data_ids = self.tokenizer(linearized.strip(), add_special_tokens=False)["input_ids"]
         room = max(1, self.context - self.max_new_tokens - 2)
-        truncated = len(data_ids) > room
-        ids = [self.vocab.data, *data_ids[:room], self.vocab.text]
-        states = lin.state_ids(
-            ids, self.vocab.specials, self.vocab.data, self.vocab.text, self.mode
-        )
-        return ids, states, truncated
+        prompt = encode_prompt(self.tokenizer, linearized, self.mode, room, self.vocab)
+        return prompt["input_ids"], prompt["token_type_ids"], prompt["truncated"]
 
     def new_token_cap(self, prompt_tokens: int) -> int:
         """The new-token budget of a record with a prompt of `prompt_tokens` tokens:

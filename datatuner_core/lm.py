@@ -22,6 +22,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from . import linearize as lin
+from .config import LinearizeConfig, LMConfig
 from .tokenizer import is_scratch, special_token_ids
 from .training import TrainTask
 
@@ -142,16 +143,15 @@ def encode_example(
 
 
 def encode_prompt(
-    tokenizer, linearized: str, mode: str, max_length: int, vocab: Vocab | None = None
+    tokenizer, linearized: str, mode: str, room: int, vocab: Vocab | None = None
 ) -> dict:
-    """The generation input `<data> D <text>` (`input_ids`, `token_type_ids`); the data is cut to
-    leave `MIN_TEXT_TOKENS` of room when it is too long."""
+    """The generation input `<data> D <text>` (`input_ids`, `token_type_ids`), the data cut to
+    its first `room` tokens (`truncated`: it was cut). The Generator builds every prompt here."""
     vocab = vocab or default_vocab(tokenizer)
     data_ids = tokenizer(linearized.strip(), add_special_tokens=False)["input_ids"]
-    data_ids = data_ids[: max(0, max_length - 3 - MIN_TEXT_TOKENS)]
-    input_ids = [vocab.data, *data_ids, vocab.text]
+    input_ids = [vocab.data, *data_ids[:room], vocab.text]
     states = lin.state_ids(input_ids, vocab.specials, vocab.data, vocab.text, mode)
-    return {"input_ids": input_ids, "token_type_ids": states}
+    return {"input_ids": input_ids, "token_type_ids": states, "truncated": len(data_ids) > room}
 
 
 def training_pairs(rows: Iterable[dict]) -> list[tuple[str, str]]:
@@ -216,19 +216,22 @@ def decode_text(tokenizer, ids: list[int]) -> str:
 # ----------------------------------------------------------------------------- training task
 
 
+_SECTION = LMConfig()  # the defaults of the settings a task shares with its config section
+
+
 @dataclass
 class LMTask(TrainTask):
     """The LM as a `training.TrainTask` (rows = linearized records with `references`)."""
 
     tokenizer: object = None
     special_tokens: list[str] = field(default_factory=list)
-    base: str = "scratch:tiny"
-    mode: str = "fine"
-    max_length: int = 256
+    base: str = _SECTION.base
+    mode: str = LinearizeConfig().mode
+    max_length: int = _SECTION.max_length
     pad_to: int | None = None  # None: dynamic padding; an int: pad every batch to it (baseline)
     shape: tuple[int, int, int] | None = None  # scratch (layers, width, heads) override
-    freeze_layers: int = 0  # bottom decoder blocks kept frozen
-    freeze_embeddings: bool = False  # input embeddings frozen (a tied output layer is untied)
+    freeze_layers: int = _SECTION.freeze_layers  # bottom decoder blocks kept frozen
+    freeze_embeddings: bool = _SECTION.freeze_embeddings  # input embeddings frozen (tied: untied)
     name: str = "lm"
     monitor: str = "val_ppl"  # lower is better
 

@@ -101,6 +101,16 @@ def test_prompt_is_the_training_prefix(tok):
     assert prompt["input_ids"] == ex["input_ids"][:n]
     assert prompt["token_type_ids"] == ex["token_type_ids"][:n]
     assert as_tokens(tok, prompt["input_ids"][-1:]) == ["<text>"]
+    assert prompt["truncated"] is False
+
+
+def test_a_prompt_longer_than_its_room_keeps_its_first_data_tokens_and_says_so(tok):
+    full = lm.encode_prompt(tok, TWO_TRIPLES, "fine", 256)
+    cut = lm.encode_prompt(tok, TWO_TRIPLES, "fine", 5)
+    assert cut["truncated"] is True and len(cut["input_ids"]) == 5 + 2
+    assert cut["input_ids"][:6] == full["input_ids"][:6]
+    assert cut["token_type_ids"][:6] == full["token_type_ids"][:6]
+    assert as_tokens(tok, cut["input_ids"][-1:]) == ["<text>"]
 
 
 def test_truncation_cuts_the_text_first_and_keeps_eos(tok):
