@@ -38,7 +38,7 @@ from .classifier_pairs import (
 )
 from .config import ClassifierConfig
 from .corrupt import LABELS
-from .tokenizer import is_scratch
+from .tokenizer import is_scratch, scratch_shape
 from .training import TrainTask
 
 SETTINGS_FILE = "classifier.json"
@@ -62,9 +62,7 @@ def build_classifier(
     import transformers
 
     if is_scratch(base):
-        if base not in SCRATCH_SHAPES and shape is None:
-            raise ValueError(f"unknown scratch model {base!r}; choose {', '.join(SCRATCH_SHAPES)}")
-        layers, width, heads = shape or SCRATCH_SHAPES[base]
+        layers, width, heads = scratch_shape(base, shape, SCRATCH_SHAPES)
         config = transformers.BertConfig(
             vocab_size=len(tokenizer),
             hidden_size=width,

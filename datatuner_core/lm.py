@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 from . import linearize as lin
 from .config import LinearizeConfig, LMConfig
-from .tokenizer import is_scratch, special_token_ids
+from .tokenizer import is_scratch, scratch_shape, special_token_ids
 from .training import TrainTask
 
 IGNORE = -100  # label value that the loss skips
@@ -45,9 +45,7 @@ def build_lm(base: str, tokenizer, *, shape: tuple[int, int, int] | None = None)
     import transformers
 
     if is_scratch(base):
-        if base not in SCRATCH_SHAPES and shape is None:
-            raise ValueError(f"unknown scratch model {base!r}; choose {', '.join(SCRATCH_SHAPES)}")
-        n_layer, n_embd, n_head = shape or SCRATCH_SHAPES[base]
+        n_layer, n_embd, n_head = scratch_shape(base, shape, SCRATCH_SHAPES)
         config = transformers.GPT2Config(
             vocab_size=len(tokenizer),
             n_positions=SCRATCH_POSITIONS,

@@ -28,6 +28,13 @@ def is_scratch(base: str) -> bool:
     return str(base).startswith(SCRATCH_PREFIX)
 
 
+def scratch_shape(base: str, shape: tuple | None, shapes: dict) -> tuple[int, int, int]:
+    """(layers, width, heads) of scratch model `base`: `shape` when given, else its named size."""
+    if base not in shapes and shape is None:
+        raise ValueError(f"unknown scratch model {base!r}; choose {', '.join(shapes)}")
+    return tuple(shape or shapes[base])
+
+
 def build_tokenizer(
     base: str,
     corpus: Iterable[str] | None,
