@@ -137,8 +137,9 @@ def new_token_cap(args) -> None:
 
 def stage_side_by_side(args, settings: list[tuple[str, dict]]) -> tuple[int, list, list]:
     """The real Ray Data generation stage on a seeded sample, once per setting (name, more
-    `generate_stage` keywords) and `--repeats` times in turn, so that a drift in the machine's
+    `generate` section keys) and `--repeats` times in turn, so that a drift in the machine's
     load falls on all. Returns the sample size, each setting's seconds and its last rows."""
+    from datatuner_core.config import GenerateConfig
     from datatuner_core.generate import generate_stage
     from datatuner_core.ray_setup import ensure_ray
     from datatuner_core.stage_reader import read_stage
@@ -152,11 +153,16 @@ def stage_side_by_side(args, settings: list[tuple[str, dict]]) -> tuple[int, lis
         for k, (name, knobs) in enumerate(settings):
             out = str(work / f"gen-{k}-{i}")
             started = time.perf_counter()
-            generate_stage(
-                str(work / "lin"), out, lm_uri=args.lm, beams=args.beams,
-                max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, split=None,
+            section = GenerateConfig(
+                beams=args.beams,
+                max_new_tokens=args.max_new_tokens,
+                batch_size=args.batch_size,
+                in_process_max=0,
                 **knobs,
-            )  # fmt: skip
+            )
+            classifier = getattr(args, "classifier", None) if section.rerank else None
+            generate_stage(str(work / "lin"), out, section, lm_uri=args.lm,
+                           classifier_uri=classifier, split=None)  # fmt: skip
             seconds[k].append(round(time.perf_counter() - started, 1))
             print(f"{name}: {seconds[k][-1]} s", flush=True)
             rows[k] = read_stage(out).to_pylist()
@@ -191,9 +197,8 @@ def actors(args) -> None:
     from datatuner_core import evaluate
 
     counts = [int(a) for a in args.actors.split()]
-    decoding_ = {"coverage": True, "max_new_tokens_ratio": args.ratio}
-    settings = [(f"actors {a}", {"actors": a, "classifier_uri": args.classifier,
-                                 "rerank": args.classifier is not None, "decoding": decoding_})
+    settings = [(f"actors {a}", {"actors": a, "rerank": args.classifier is not None,
+                                 "coverage": True, "max_new_tokens_ratio": args.ratio})
                 for a in counts]  # fmt: skip
     n, seconds, rows = stage_side_by_side(args, settings)
     first_text = {r["id"]: r["text"] for r in rows[0]}

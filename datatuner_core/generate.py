@@ -11,35 +11,27 @@ import sys
 import time
 
 from . import fingerprints, stage_reader, stage_writer, storage
+from .config import GenerateConfig
 from .generator import Generator
 
 
 def generate_stage(
     linearized_uri: str,
     output_uri: str,
+    section: GenerateConfig,
     *,
     lm_uri: str,
     classifier_uri: str | None = None,
-    beams: int = 5,
-    max_new_tokens: int = 80,
-    batch_size: int = 32,
-    actors: int = 1,
-    rerank: bool = True,
-    decoding: dict | None = None,
     split: str | None = "test",
     max_records: int | None = None,
-    length_sort: bool = True,
     storage_options: dict | None = None,
     force: bool = False,
-    block_s: float = 30.0,
-    in_process_max: int = 0,
     on_progress=None,
 ) -> dict:
     """Generate for the rows of `split` (all rows if None) of a linearized stage on Ray Data and
-    write the generations stage. `decoding`: more `Generator` keywords (length_penalty,
-    repetition_penalty, no_repeat_ngram, coverage, weight, label_first, int8,
-    max_new_tokens_ratio, max_new_tokens_slack, coverage_decoding, coverage_max_hold,
-    coverage_bonus, verdict). Returns the manifest
+    write the generations stage, with the `generate` config section's settings (read whole:
+    beams, tokens, batch, actors, reranking, the decoding knobs of `section.decoding()`, length
+    sort, blocks, the in-process threshold). Returns the manifest
     (`read == written + quarantined`: a record whose generation failed is written with its
     error, not dropped).
 
@@ -62,6 +54,9 @@ def generate_stage(
     from .ray_setup import ensure_ray
     from .schema import GENERATIONS
 
+    beams, max_new_tokens, batch_size = section.beams, section.max_new_tokens, section.batch_size
+    actors, rerank, decoding = section.actors, section.rerank, section.decoding()
+    length_sort, block_s = section.length_sort, section.block_s
     source = stage_reader.read_manifest(linearized_uri, storage_options)
     inputs = [
         {"uri": linearized_uri, "fingerprint": source["fingerprint"]},
@@ -98,7 +93,7 @@ def generate_stage(
         files = stage_reader.stage_files(linearized_uri, storage_options)
         todo = _count_rows(files, split, storage_options)
         todo = todo if max_records is None else min(todo, max_records)
-        local = todo - len(done) <= in_process_max
+        local = todo - len(done) <= section.in_process_max
         if kept:
             print(f"[generate] resuming: {len(done):,} of {todo:,} records kept from "
                   f"{len(kept)} finished blocks under {journal.loc.uri}",
@@ -259,11 +254,11 @@ def actor_plan(actors: int, cpus: float, gpus: float, node_cpus: float | None = 
     at most as many actors as GPUs (more would wait forever for a GPU), torch's own threads.
     On CPUs: the actors together leave one CPU for the read/repartition tasks (which would
     otherwise starve behind them) and each runs torch on its share of the cores (2 cores,
-    2 actors: one thread each; benchmarks/actors.py measures which is faster).
+    2 actors: one thread each; `python -m benchmarks.tune actors` measures which is faster).
     On a cluster (`node_cpus`: the largest node's CPUs) an actor never asks for more than a
     node less one CPU: when a node is lost, its actors restart beside the survivors' and a
     read task still fits (two 2-CPU nodes, 2 actors of 1.5 CPUs: after one node's loss the
-    restarted actor and the read tasks waited for each other forever)."""
+    restarted actor and the read tasks would wait for each other forever)."""
     actors = max(1, int(actors))
     node_cpus = float(node_cpus or cpus)
     cap = max(0.25, node_cpus - 1.0)

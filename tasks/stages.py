@@ -137,11 +137,7 @@ def generate_task(linearized: str, output: str, lm: str, classifier: str | None,
     from datatuner_core.generate import generate_stage
 
     manifest = generate_stage(
-        linearized, output, lm_uri=lm, classifier_uri=classifier, beams=generate.beams,
-        max_new_tokens=generate.max_new_tokens, batch_size=generate.batch_size,
-        actors=generate.actors, rerank=generate.rerank, decoding=generate.decoding(),
-        split=split, length_sort=generate.length_sort, block_s=generate.block_s,
-        in_process_max=generate.in_process_max,
+        linearized, output, generate, lm_uri=lm, classifier_uri=classifier, split=split,
         on_progress=_ProgressArtifact(f"generate → {output}"),
     )  # fmt: skip
     return _publish("generate", manifest)

@@ -107,15 +107,16 @@ SMALL_JOB = """
 import json, sys, time
 import ray
 from datatuner_core import stage_reader
+from datatuner_core.config import GenerateConfig
 from datatuner_core.generate import generate_stage
 root, out = sys.argv[1], sys.argv[2]
 args = dict(lm_uri=f"{root}/models/lm/run1", classifier_uri=f"{root}/models/classifier/run1",
-            beams=3, max_new_tokens=16, batch_size=4, split="test", max_records=12)
+            split="test", max_records=12)
 found = {}
 for name, limit in (("local", 64), ("ray", 0)):
     started = time.time()
-    manifest = generate_stage(f"{root}/runs/run1/linearized", f"{out}/{name}",
-                              in_process_max=limit, **args)
+    section = GenerateConfig(beams=3, max_new_tokens=16, batch_size=4, in_process_max=limit)
+    manifest = generate_stage(f"{root}/runs/run1/linearized", f"{out}/{name}", section, **args)
     rows = stage_reader.read_stage(f"{out}/{name}").to_pylist()
     found[name] = {"engine": manifest["extra"]["engine"], "ray": ray.is_initialized(),
                    "seconds": time.time() - started, "written": manifest["counts"]["written"],
