@@ -13,12 +13,10 @@ classifier says; the label and the combined score order the rest.
 
 `label_first=False` (`generate.label_first: false`) drops the label tiers: after the coverage
 check, the combined score alone orders the candidates, so `weight` sets how much the classifier's
-P(accurate) may overrule the LM (0: the LM score alone). On the CPU smol model the paper's
-label-first order cost 1.3 BLEU against coverage-then-LM-score at the same coverage error
-(issue 6): the labels are learned on synthetic corruptions of human texts, and the LM's beams
-differ from one another in other ways. Which order a preset uses is chosen on dev with
-`benchmarks/decoding.py`; on WebNLG dev (seen categories only) every order scored within 0.2
-BLEU, so the presets keep the paper's.
+P(accurate) may overrule the LM (0: the LM score alone). The labels are learned on synthetic
+corruptions of human texts, while the LM's beams differ from one another in other ways, so the
+label tiers can cost BLEU. Which order a preset uses is chosen on dev
+(`python -m benchmarks.tune decoding`; the figures are in docs/presets.md).
 
 `fidelity_verdict` (`generate.verdict`) sets the label and score a user sees for the chosen text:
 the classifier's, overruled by the rules of `hard_negatives` when they find evidence against the
