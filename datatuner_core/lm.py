@@ -276,11 +276,19 @@ class LMTask(TrainTask):
 # ----------------------------------------------------------------------------- stage
 
 
-def train_lm(config, linearized_uri: str, special_tokens: list[str], output_uri: str) -> dict:
+def train_lm(
+    linearized_uri: str,
+    output_uri: str,
+    section: LMConfig,
+    *,
+    special_tokens: list[str],
+    mode: str = LinearizeConfig().mode,
+) -> dict:
     """The LM stage: build the tokenizer (a scratch BPE on the train split's data and texts),
     train through Ray Train on the train split, validate on the validation split (and
     `validation_unseen`, the held-out categories, when there is one), and write the
-    best model + training card to `output_uri`. `config`: a PipelineConfig. Returns the card."""
+    best model + training card to `output_uri`. `section`: the `lm` config section, read whole;
+    `mode`: the linearization's state mode. Returns the card."""
     from . import stage_reader
     from .tokenizer import build_tokenizer
     from .training import train_with_ray
@@ -288,18 +296,18 @@ def train_lm(config, linearized_uri: str, special_tokens: list[str], output_uri:
 
     train = StageRows(linearized_uri, "train")
     corpus = None
-    if is_scratch(config.lm.base):
+    if is_scratch(section.base):
         corpus = [text for pair in training_pairs(train.load()) for text in pair]
     task = LMTask(
-        tokenizer=build_tokenizer(config.lm.base, corpus, special_tokens),
+        tokenizer=build_tokenizer(section.base, corpus, special_tokens),
         special_tokens=special_tokens,
-        base=config.lm.base,
-        mode=config.linearize.mode,
-        max_length=config.lm.max_length,
-        freeze_layers=config.lm.freeze_layers,
-        freeze_embeddings=config.lm.freeze_embeddings,
+        base=section.base,
+        mode=mode,
+        max_length=section.max_length,
+        freeze_layers=section.freeze_layers,
+        freeze_embeddings=section.freeze_embeddings,
     )
     # checkpoints are chosen on the validation split and the held-out categories' records
     splits = stage_reader.read_manifest(linearized_uri).get("extra", {}).get("splits") or {}
     validation = StageRows(linearized_uri, lin.validation_splits(splits))
-    return train_with_ray(task, train, validation, config.lm, output_uri)
+    return train_with_ray(task, train, validation, section, output_uri)

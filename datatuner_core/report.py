@@ -35,3 +35,30 @@ def write_report(
         storage.write_bytes(uri, data, storage_options)
         written.append(uri)
     return written
+
+
+def report_stage(
+    generations_uri: str,
+    report_uri: str,
+    *,
+    title: str,
+    dev: str | None = None,
+    lm: str | None = None,
+    storage_options: dict | None = None,
+) -> dict:
+    """The evaluate stage: score a generations stage and write its report under `report_uri`.
+    `dev`: a generations stage of the validation splits' sample, scored per split beside it;
+    `lm`: the LM version whose validation curve the report shows. Returns `metrics`, the
+    `headline` and the `files` written (`metrics.json` first)."""
+    from . import evaluate
+    from .trained_models import read_card
+
+    metrics = evaluate.evaluate_stage(generations_uri, storage_options)
+    if dev:
+        metrics["validation"] = evaluate.evaluate_splits(dev, storage_options)
+    if lm:
+        lm_metrics = read_card(lm, storage_options).get("metrics") or {}
+        metrics["lm_curve"] = lm_metrics.get("evaluations") or []
+        metrics["lm_best_step"] = (lm_metrics.get("best") or {}).get("step")
+    files = write_report(metrics, report_uri, title=title, storage_options=storage_options)
+    return {"metrics": metrics, "headline": evaluate.headline(metrics), "files": files}

@@ -260,13 +260,13 @@ def cmd_verbalize(args: argparse.Namespace) -> dict:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> dict:
-    from datatuner_core import evaluate, report, storage
+    from datatuner_core import storage
+    from datatuner_core.report import report_stage
 
-    metrics = evaluate.evaluate_stage(args.predictions)
     parent = args.predictions.rstrip("/").rsplit("/", 1)[0] if "/" in args.predictions else "."
     out = args.output or storage.join_uri(parent, "report")
-    files = report.write_report(metrics, out, title=f"datatuner evaluate: {args.predictions}")
-    head = evaluate.headline(metrics)
+    result = report_stage(args.predictions, out, title=f"datatuner evaluate: {args.predictions}")
+    metrics, head, files = result["metrics"], result["headline"], result["files"]
     bleu = "n/a" if head["bleu"] is None else f"{head['bleu']:.2f}"
     print(f"datatuner evaluate: {metrics['n']} texts: BLEU {bleu}, {_standard_line(head)}; "
           f"report {out}/report.md", file=sys.stderr, flush=True)  # fmt: skip

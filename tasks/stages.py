@@ -89,7 +89,9 @@ def train_lm_task(config, linearized: str, special_tokens: list[str], output: st
     """Train the LM on Ray Train (resumes from its last checkpoint when re-run)."""
     from datatuner_core.lm import train_lm
 
-    card = train_lm(config, linearized, special_tokens, output)
+    card = train_lm(
+        linearized, output, config.lm, special_tokens=special_tokens, mode=config.linearize.mode
+    )
     best = card.get("metrics", {}).get("best")
     get_run_logger().info("lm → %s: %s%s", output, best, _reused(card))
     return card
@@ -172,21 +174,12 @@ def evaluate_task(
     """Score the generations; write metrics.json, report.md and plots; publish the report.
     `dev`: a generations stage of the validation splits' sample, scored per split beside test;
     `lm`: the LM version whose validation curve the report shows."""
-    from datatuner_core import evaluate
-    from datatuner_core import report as reports
-    from datatuner_core.trained_models import read_card
+    from datatuner_core.report import report_stage
 
-    metrics = evaluate.evaluate_stage(generations)
-    if dev:
-        metrics["validation"] = evaluate.evaluate_splits(dev)
-    if lm:
-        lm_metrics = read_card(lm).get("metrics") or {}
-        metrics["lm_curve"] = lm_metrics.get("evaluations") or []
-        metrics["lm_best_step"] = (lm_metrics.get("best") or {}).get("step")
-    files = reports.write_report(metrics, report, title=title)
-    markdown = next(f for f in files if f.endswith("report.md"))
+    result = report_stage(generations, report, title=title, dev=dev, lm=lm)
+    markdown = next(f for f in result["files"] if f.endswith("report.md"))
     create_markdown_artifact(storage.read_bytes(markdown).decode(), key="report", description=title)
-    return {"metrics": metrics, "headline": evaluate.headline(metrics), "files": files}
+    return result
 
 
 @io_task

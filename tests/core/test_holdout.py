@@ -111,7 +111,7 @@ def test_the_lm_never_trains_on_held_out_categories(linearized, monkeypatch):
     config = load_config(None, ["lm.base=scratch:tiny"])
     special = stage_reader.read_manifest(linearized)["extra"]["special_tokens"]
     with pytest.raises(_Captured):
-        lm.train_lm(config, linearized, special, "memory://unused")
+        lm.train_lm(linearized, "memory://unused", config.lm, special_tokens=special)
     train, val = calls[0]
     assert {r["id"] for r in train.load()} == {"a1", "a2"}
     # checkpoints are chosen on validation and the held-out categories together
