@@ -163,11 +163,7 @@ def curve(args) -> None:
     started = time.perf_counter()
     ingest(data.format, paths, run.stage("records"), max_records=data.max_records.model_dump())
     lin = linearize(run.stage("records"), run.stage("linearized"), mode=config.linearize.mode)
-    c = config.corrupt
-    stage = corrupt(
-        run.stage("linearized"), run.stage("corruptions"),
-        per_example=c.per_example, seed=c.seed, balance=c.balance,
-    )  # fmt: skip
+    stage = corrupt(run.stage("linearized"), run.stage("corruptions"), config.corrupt)
     prepare_s = time.perf_counter() - started
     output = str(Path(config.storage) / "models" / "classifier" / f"{config.name}-{args.label}")
     card = train_classifier(

@@ -18,6 +18,7 @@ from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
 from itertools import islice
 
+from .config import CorruptConfig
 from .corruption_rules import (
     clause_drop,
     entity_cut,
@@ -273,15 +274,14 @@ def corruption_stats(rows: Iterable[dict]) -> dict:
 def corrupt(
     linearized_uri: str,
     output_uri: str,
+    section: CorruptConfig,
     *,
-    per_example: int = 5,
-    seed: int = 13,
-    balance: str = "upsample",
     splits: tuple[str, ...] = ("train", "validation", "validation_unseen"),
     storage_options: dict | None = None,
     force: bool = False,
 ) -> dict:
-    """The corruption stage: labelled pairs for the records of `splits` of a linearized stage.
+    """The corruption stage: labelled pairs for the records of `splits` of a linearized stage,
+    with the `corrupt` config section's settings (read whole: per_example, seed, balance).
 
     The train split is balanced with `balance` (it is held in memory for that: one row per pair);
     the other splits stay as the rules give them, as the classifier's held-out set
@@ -291,6 +291,8 @@ def corrupt(
     from . import fingerprints, stage_reader, stage_writer
     from .linearize import UNSEEN_SPLIT
     from .schema import CORRUPTIONS, make_quarantine
+
+    per_example, seed, balance = section.per_example, section.seed, section.balance
 
     source = stage_reader.read_manifest(linearized_uri, storage_options)
     inputs = [{"uri": linearized_uri, "fingerprint": source["fingerprint"]}]

@@ -33,10 +33,7 @@ def prepare_data(config: PipelineConfig, run: RunPaths) -> dict:
     )  # fmt: skip
     linearize_task(run.stage("records"), run.stage("linearized"), config.linearize.mode,
                    data.holdout_categories)  # fmt: skip
-    c = config.corrupt
-    corrupt_task(
-        run.stage("linearized"), run.stage("corruptions"), c.per_example, c.seed, c.balance
-    )
+    corrupt_task(run.stage("linearized"), run.stage("corruptions"), config.corrupt)
     return records
 
 

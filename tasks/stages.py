@@ -76,11 +76,11 @@ def linearize_task(records: str, output: str, mode: str, holdout_categories=()) 
 
 
 @io_task
-def corrupt_task(linearized: str, output: str, per_example: int, seed: int, balance: str) -> dict:
+def corrupt_task(linearized: str, output: str, section) -> dict:
     """Make the classifier's labelled pairs."""
     from datatuner_core.corrupt import corrupt
 
-    manifest = corrupt(linearized, output, per_example=per_example, seed=seed, balance=balance)
+    manifest = corrupt(linearized, output, section)
     return _publish("corrupt", manifest)
 
 

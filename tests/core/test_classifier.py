@@ -20,7 +20,7 @@ from datatuner_core import (
     storage,
 )
 from datatuner_core import linearize as lin
-from datatuner_core.config import ClassifierConfig
+from datatuner_core.config import ClassifierConfig, CorruptConfig
 from datatuner_core.ingest import ingest
 
 TINY = (2, 128, 2)  # layers, width, heads
@@ -44,7 +44,9 @@ def corruptions(shared_data, tmp_path_factory):
     }
     ingest("webnlg", inputs, str(root / "records"), max_records={"train": 600, "validation": 100})
     specials = lin.linearize(str(root / "records"), str(root / "lin"))["extra"]["special_tokens"]
-    corrupt.corrupt(str(root / "lin"), str(root / "corrupt"), per_example=5, balance="upsample")
+    corrupt.corrupt(
+        str(root / "lin"), str(root / "corrupt"), CorruptConfig(per_example=5, balance="upsample")
+    )
     rows = stage_reader.read_stage(str(root / "corrupt")).to_pylist()
     train = [r for r in rows if r["split"] == "train"]
     val = [r for r in rows if r["split"] == "validation"]

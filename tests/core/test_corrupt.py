@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from datatuner_core.config import CorruptConfig
 from datatuner_core.corrupt import (
     LABELS,
     RULE_LABELS,
@@ -484,7 +485,7 @@ def test_corrupt_stage_on_the_sample(tmp_path):
     records, lin, out = (str(tmp_path / n) for n in ("records", "lin", "corrupt"))
     ingest("webnlg", str(SAMPLE / "webnlg"), records)
     linearize.linearize(records, lin)
-    manifest = corrupt(lin, out, per_example=5, seed=13, balance="upsample")
+    manifest = corrupt(lin, out, CorruptConfig(per_example=5, seed=13, balance="upsample"))
     counts = manifest["counts"]
     assert (counts["read"], counts["written"], counts["quarantined"]) == (627, 627, 0)  # train+dev
     rows = stage_reader.read_stage(out).to_pylist()
@@ -499,14 +500,16 @@ def test_corrupt_stage_on_the_sample(tmp_path):
     accurate_dev = {r["record_id"] for r in dev if r["rule"] == "original"}
     assert dev_ids == accurate_dev and len(dev_ids) == 61  # every dev record keeps its pair
     assert len({r["id"] for r in rows}) == len(rows)
-    assert corrupt(lin, out, per_example=5, seed=13, balance="upsample")["skipped"] is True
+    section = CorruptConfig(per_example=5, seed=13, balance="upsample")
+    assert corrupt(lin, out, section)["skipped"] is True
     # coarse states change the LM's inputs, not the pairs: the No_FS run's corruption stage has
     # another lineage (fingerprint) but the same content, so its classifier is the fine run's job
     coarse_lin, coarse = str(tmp_path / "lin-coarse"), str(tmp_path / "corrupt-coarse")
     linearize.linearize(records, coarse_lin, mode="coarse")
-    other = corrupt(coarse_lin, coarse, per_example=5, seed=13, balance="upsample")
+    other = corrupt(coarse_lin, coarse, CorruptConfig(per_example=5, seed=13, balance="upsample"))
     assert other["fingerprint"] != manifest["fingerprint"]
     assert other["content_sha256"] == manifest["content_sha256"]
     assert stage_reader.read_stage(coarse).to_pylist() == rows
-    assert corrupt(lin, str(tmp_path / "seed14"), per_example=5, seed=14,
-                   balance="upsample")["content_sha256"] != manifest["content_sha256"]  # fmt: skip
+    seed14 = CorruptConfig(per_example=5, seed=14, balance="upsample")
+    other_seed = corrupt(lin, str(tmp_path / "seed14"), seed14)
+    assert other_seed["content_sha256"] != manifest["content_sha256"]

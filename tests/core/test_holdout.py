@@ -13,7 +13,7 @@ import pytest
 from datatuner_core import classifier as clf
 from datatuner_core import corrupt, lm, stage_reader, stage_writer, training
 from datatuner_core import linearize as lin
-from datatuner_core.config import load_config
+from datatuner_core.config import CorruptConfig, load_config
 from datatuner_core.schema import RECORDS, make_record
 
 HELD = ["City", "Monument"]
@@ -122,7 +122,7 @@ def test_the_lm_never_trains_on_held_out_categories(linearized, monkeypatch):
 
 def test_the_classifier_never_trains_on_held_out_categories(linearized, tmp_path, monkeypatch):
     pairs = str(tmp_path / "corruptions")
-    manifest = corrupt.corrupt(linearized, pairs, per_example=2, seed=1)
+    manifest = corrupt.corrupt(linearized, pairs, CorruptConfig(per_example=2, seed=1))
     assert list(manifest["config"]["splits"]) == ["train", "validation", lin.UNSEEN_SPLIT]
     assert (
         manifest["counts"]["read"]
@@ -144,7 +144,7 @@ def test_the_classifier_never_trains_on_held_out_categories(linearized, tmp_path
 
 def test_a_stage_without_held_out_records_corrupts_as_before(records, tmp_path):
     plain = lin.linearize(records, str(tmp_path / "plain"))["output"]
-    manifest = corrupt.corrupt(plain, str(tmp_path / "pairs"), per_example=2, seed=1)
+    manifest = corrupt.corrupt(plain, str(tmp_path / "pairs"), CorruptConfig(per_example=2, seed=1))
     assert list(manifest["config"]["splits"]) == ["train", "validation"]  # as before
 
 
