@@ -27,7 +27,7 @@ Systems, per preset:
 
 `run` calls `datatuner run PRESET --run-id {name}-fine|{name}-coarse` (extra `--set` overrides
 pass through; the test split is never used to choose anything: decoding knobs come from the preset,
-tuned on dev with `python -m benchmarks.tune decoding`). `report` (benchmarks/quality_report.py)
+tuned on dev with `python -m benchmarks.tune decoding`). `report` (benchmarks.quality_report)
 reads every `{name}-fine` / `{name}-coarse` run under `--storage/runs` and writes `quality.md` +
 `quality.json`. `rescore` re-chooses a run's candidates with `datatuner_core.rescore` and adds an
 FC row per classifier it was given (`runs/{run}/rescored/{label}/`: the same candidates, rescored
@@ -158,7 +158,7 @@ def parser() -> argparse.ArgumentParser:
     p_.add_argument("--storage", required=True)
     p_.add_argument("--out", default="benchmarks/results")
     p_.add_argument("--gpu-twin", nargs="*", default=[], metavar="JSON",
-                    help="benchmarks/gpu_quality.py results to add as a table (default: the "
+                    help="benchmarks.gpu_quality results to add as a table (default: the "
                     "--keep report's)")  # fmt: skip
     p_.add_argument("--keep", metavar="JSON",
                     help="an earlier quality.json: its presets, runs and rescores that --storage "

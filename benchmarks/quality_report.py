@@ -6,7 +6,7 @@ per preset the systems No_FC_No_FS (coarse run, top beam), No_FC (fine run, top 
 run, chosen text) and one FC row per rescore (`runs/{run}/rescored/{label}`), each with BLEU all /
 seen / unseen (WebNLG), chrF, the coverage error and the predicted labels; the coverage check on
 the human references as the floor; the runs' training and generation figures; each classifier's
-held-out catch per corruption rule; and the GPU twin's results (`benchmarks/gpu_quality.py`).
+held-out catch per corruption rule; and the GPU twin's results (`benchmarks.gpu_quality`).
 """
 
 from __future__ import annotations
@@ -253,9 +253,9 @@ def caught_lines(runs: list[dict | None]) -> list[str]:
 
 
 def gpu_twin_lines(twins: list[dict]) -> list[str]:
-    """A table of `benchmarks/gpu_quality.py` results (the GPU twin, run without Ray): per run,
+    """A table of `benchmarks.gpu_quality` results (the GPU twin, run without Ray): per run,
     its top beam (No_FC, or No_FC_No_FS with coarse states) and its coverage-reranked text."""
-    lines = ["## GPU twin (benchmarks/gpu_quality.py: full fine-tune, bf16, no classifier)", "",
+    lines = ["## GPU twin (benchmarks.gpu_quality: full fine-tune, bf16, no classifier)", "",
              "| result file | device | states | epochs | system | BLEU | seen | unseen | chrF | "
              "coverage error (missing / halluc.) | train s (tokens/s) | generate s |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
