@@ -8,7 +8,7 @@ import random
 import pytest
 
 from datatuner_core.ingest import IngestError, ingest, limits
-from datatuner_core.ingest import ntriples as nt
+from datatuner_core.ingest import ntriples_syntax as syntax
 from datatuner_core.schema import MAX_VALUE_CHARS
 from datatuner_core.stage_reader import read_manifest, read_stage
 
@@ -265,19 +265,21 @@ def test_max_triples_option(tmp_path):
 
 
 def test_names():
-    assert nt.predicate_name(f"{O}birthPlace") == "birth place"
-    assert nt.predicate_name(f"{O}cityServed") == "city served"
-    assert nt.predicate_name(f"{O}operating_organisation") == "operating organisation"
-    assert nt.predicate_name("http://xmlns.com/foaf/0.1/isPrimaryTopicOf") == "is primary topic of"
-    assert nt.predicate_name("http://www.w3.org/1999/02/22-rdf-syntax-ns#type") == "type"
-    assert nt.iri_name(f"{R}S%C3%A3o_Paulo") == "São Paulo"
-    assert nt.iri_name("http://example.org/") == "example.org"
-    assert nt.iri_name("urn:isbn:0451450523") == "0451450523"
-    assert nt.node_name("_:genid42") == "genid42"
-    assert nt.label_rank("en", None) == 0
-    assert nt.label_rank("EN-us", None) == 0
-    assert nt.label_rank(None, None) == nt.label_rank(None, f"{XSD}string") == 1
-    assert nt.label_rank("de", None) == nt.label_rank(None, f"{XSD}int") == 2
+    assert syntax.predicate_name(f"{O}birthPlace") == "birth place"
+    assert syntax.predicate_name(f"{O}cityServed") == "city served"
+    assert syntax.predicate_name(f"{O}operating_organisation") == "operating organisation"
+    assert (
+        syntax.predicate_name("http://xmlns.com/foaf/0.1/isPrimaryTopicOf") == "is primary topic of"
+    )
+    assert syntax.predicate_name("http://www.w3.org/1999/02/22-rdf-syntax-ns#type") == "type"
+    assert syntax.iri_name(f"{R}S%C3%A3o_Paulo") == "São Paulo"
+    assert syntax.iri_name("http://example.org/") == "example.org"
+    assert syntax.iri_name("urn:isbn:0451450523") == "0451450523"
+    assert syntax.node_name("_:genid42") == "genid42"
+    assert syntax.label_rank("en", None) == 0
+    assert syntax.label_rank("EN-us", None) == 0
+    assert syntax.label_rank(None, None) == syntax.label_rank(None, f"{XSD}string") == 1
+    assert syntax.label_rank("de", None) == syntax.label_rank(None, f"{XSD}int") == 2
 
 
 def test_fast_and_slow_parsers_agree():
@@ -296,10 +298,10 @@ def test_fast_and_slow_parsers_agree():
             else:
                 chars.insert(pos, rng.choice(alphabet))
         text = "".join(chars)
-        m = nt._LINE(text)
+        m = syntax.LINE_RE(text)
         try:
-            slow = nt._parse_slow(text)
-        except nt._Bad:
+            slow = syntax.parse_slow(text)
+        except syntax.BadTerm:
             slow = None
         if m is not None:
             checked += 1
