@@ -36,7 +36,7 @@ tools:
 	    $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
 	      docker-compose >/dev/null; \
 	  else \
-	    echo "make tools: docker-compose missing and apt-get not usable: tests/test_infra.py's compose checks will be skipped"; \
+	    echo "make tools: docker-compose missing and apt-get not usable: tests/test_compose.py's checks will be skipped"; \
 	  fi; }
 
 demo: setup
