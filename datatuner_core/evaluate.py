@@ -71,6 +71,7 @@ def _rows_of(table_or_rows: pa.Table | Sequence[dict]) -> list[dict]:
             cols["candidates"] = pc.list_slice(cols["candidates"], 0, 1)
         if "data" in names:
             cols["size"] = _sizes(table.column("data"))
+            cols["data"] = table.column("data")  # the slots the slot aligner (SER) checks
         lists = {n: c if isinstance(c, list) else c.to_pylist() for n, c in cols.items()}
         rows = [dict(zip(lists, values)) for values in zip(*lists.values())]
         return rows if lists else [{} for _ in range(table.num_rows)]

@@ -78,3 +78,24 @@ def test_viggo_test_references_score_near_zero(shared_data, tmp_path):
     assert found["ser"] < 0.03  # measured 2.1 % (the aligner's floor; the entity check: 14 %)
     metrics = ser.ser_metrics([{**r, "text": r["references"][0]} for r in rows])
     assert metrics["chosen"]["texts"] == 359 and metrics["references"]["texts"] == 1083
+
+
+def test_a_generations_stage_gets_its_ser(shared_data, tmp_path):
+    """Through the stage reader, as `datatuner evaluate` and the pipeline read a stage (a table,
+    not rows): the slots reach the aligner and SER is in the metrics and the headline."""
+    import pyarrow as pa
+
+    from datatuner_core.evaluate import evaluate_generations, headline
+
+    out = str(tmp_path / "viggo")
+    ingest("viggo", str(shared_data / "viggo" / "viggo-test.csv"), out, split="test")
+    table = stage_reader.read_stage(out)
+    texts = [refs[0] for refs in table.column("references").to_pylist()]
+    texts[0] = "A game."  # drops every slot of the first record
+    table = table.append_column("text", pa.array(texts))
+    metrics = evaluate_generations(table)
+    assert metrics["ser"]["chosen"]["texts"] == 359
+    assert metrics["ser"]["references"]["texts"] == 1083
+    first = ser.slot_errors(table.column("data")[0].as_py()["slots"], "A game.")
+    assert first["missing"] >= 2 and metrics["ser"]["chosen"]["missing"] >= first["missing"]
+    assert headline(metrics)["ser"] == metrics["ser"]["chosen"]["ser"] > 0
