@@ -42,8 +42,10 @@ tools:
 demo: setup
 	$(BIN)/datatuner run configs/demo.yaml
 
+# Every test: the fast tier first (a typo fails in two minutes), then the heavy one.
 test: setup tools
-	$(BIN)/python -m pytest -q
+	$(MAKE) --no-print-directory test-fast
+	$(BIN)/python -m pytest -q -m heavy
 
 # The inner loop: the tests that neither train a model nor start Ray or a Prefect server.
 test-fast: setup
