@@ -45,7 +45,7 @@ def sample_rows(work: str) -> list[dict]:
     paths = {s: str(ROOT / "sample" / "webnlg" / s) for s in ("train", "dev", "test")}
     paths = {("validation" if s == "dev" else s): p for s, p in paths.items()}
     ingest("webnlg", paths, f"{work}/records")
-    linearize(f"{work}/records", f"{work}/linearized", mode="fine")
+    linearize(f"{work}/records", f"{work}/linearized")
     files = sorted(Path(work, "linearized").rglob("*.parquet"))
     return [row for f in files for row in pq.read_table(f).to_pylist()]
 

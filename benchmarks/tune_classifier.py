@@ -162,7 +162,7 @@ def curve(args) -> None:
     paths = {k: v for k, v in data.paths.model_dump(exclude_none=True).items() if k != "test"}
     started = time.perf_counter()
     ingest(data.format, paths, run.stage("records"), max_records=data.max_records.model_dump())
-    lin = linearize(run.stage("records"), run.stage("linearized"), mode=config.linearize.mode)
+    lin = linearize(run.stage("records"), run.stage("linearized"), config.linearize)
     stage = corrupt(run.stage("linearized"), run.stage("corruptions"), config.corrupt)
     prepare_s = time.perf_counter() - started
     output = str(Path(config.storage) / "models" / "classifier" / f"{config.name}-{args.label}")

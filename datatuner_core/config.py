@@ -68,9 +68,12 @@ class DatasetConfig(_Strict):
     )
 
 
-def reader_options(fmt: str, max_triples: int) -> dict:
-    """The reader keywords of format `fmt` (only N-Triples takes one: its records' triple cap)."""
-    return {"max_triples": max_triples} if fmt == "ntriples" else {}
+def reader_options(fmt: str, max_triples: int | None = None) -> dict:
+    """The reader keywords of format `fmt` (only N-Triples takes one: its records' triple cap,
+    `dataset.max_triples`'s default when None)."""
+    if fmt != "ntriples":
+        return {}
+    return {"max_triples": max_triples or DatasetConfig.model_fields["max_triples"].default}
 
 
 class LinearizeConfig(_Strict):

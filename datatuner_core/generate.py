@@ -55,7 +55,7 @@ def generate_stage(
     from .schema import GENERATIONS
 
     beams, max_new_tokens, batch_size = section.beams, section.max_new_tokens, section.batch_size
-    actors, rerank, decoding = section.actors, section.rerank, section.decoding()
+    rerank, decoding = section.rerank, section.decoding()
     length_sort, block_s = section.length_sort, section.block_s
     source = stage_reader.read_manifest(linearized_uri, storage_options)
     inputs = [
@@ -99,25 +99,15 @@ def generate_stage(
                   f"{len(kept)} finished blocks under {journal.loc.uri}",
                   file=sys.stderr, flush=True)  # fmt: skip
         batches = []
-        kwargs = {
-            "beams": beams,
-            "max_new_tokens": max_new_tokens,
-            "batch_size": batch_size,
-            "rerank": rerank,
-            **(decoding or {}),
-            "storage_options": storage_options,
-        }
+        models = (lm_uri, classifier_uri, section)
         if todo > len(done) and local:
             rows = _local_rows(files, split, max_records, done, length_sort, storage_options)
-            batches = _local_batches(rows, lm_uri, classifier_uri, kwargs, batch_size * 4)
+            batches = _local_batches(rows, models, storage_options, batch_size * 4)
         elif todo > len(done):
             ensure_ray()
             ds = _dataset(files, split, max_records, done, length_sort, batch_size, todo,
                           storage_options)  # fmt: skip
-            ds = _generation_actors(
-                ds, lm_uri, classifier_uri, beams, max_new_tokens, batch_size, actors, rerank,
-                decoding, storage_options,
-            )  # fmt: skip
+            ds = _generation_actors(ds, models, storage_options)
             batches = ds.iter_batches(batch_size=None, batch_format="pyarrow")
         progress = Progress("[generate]", todo, start=len(done))
         started, seen = time.time(), len(done)
@@ -186,11 +176,12 @@ def _local_rows(files, split, max_records, done, length_sort, storage_options):
     return table
 
 
-def _local_batches(table, lm_uri, classifier_uri, kwargs, block_rows):
-    """Generations tables of `table`'s rows, `block_rows` at a time, by one Generator here."""
+def _local_batches(table, models, storage_options, block_rows):
+    """Generations tables of `table`'s rows, `block_rows` at a time, by one Generator here
+    (`models`: the LM, the classifier and the generate section it is built with)."""
     if table is None:
         return
-    generator = Generator(lm_uri, classifier_uri, **kwargs)
+    generator = Generator(*models, storage_options=storage_options)
     for start in range(0, table.num_rows, block_rows):
         yield generator(table.slice(start, block_rows))
 
@@ -215,9 +206,12 @@ def _dataset(files, split, max_records, done, length_sort, batch_size, todo, sto
     return ds.repartition(max(1, min(10_000, -(-(todo - len(done)) // (batch_size * 4)))))
 
 
-def _generation_actors(ds, lm_uri, classifier_uri, beams, max_new_tokens, batch_size, actors,
-                       rerank, decoding, storage_options):  # fmt: skip
+def _generation_actors(ds, models, storage_options):
+    """`ds` through an actor pool of Generators, each built from `models` (the LM, the
+    classifier and the generate section, whole)."""
     import ray
+
+    actors, batch_size = models[2].actors, models[2].batch_size
 
     resources = ray.cluster_resources()
     node_cpus = max((n["Resources"].get("CPU", 0) for n in ray.nodes() if n["Alive"]), default=0)
@@ -229,16 +223,8 @@ def _generation_actors(ds, lm_uri, classifier_uri, beams, max_new_tokens, batch_
               file=sys.stderr, flush=True)  # fmt: skip
     return ds.map_batches(
         Generator,
-        fn_constructor_args=(lm_uri, classifier_uri),
-        fn_constructor_kwargs={
-            "beams": beams,
-            "max_new_tokens": max_new_tokens,
-            "batch_size": batch_size,
-            "rerank": rerank,
-            **(decoding or {}),
-            "storage_options": storage_options,
-            "threads": plan["threads"],
-        },
+        fn_constructor_args=models,
+        fn_constructor_kwargs={"storage_options": storage_options, "threads": plan["threads"]},
         batch_size=batch_size * 4,  # a block per call: the actor sorts it by length
         batch_format="pyarrow",
         compute=ray.data.ActorPoolStrategy(size=plan["actors"]),

@@ -22,6 +22,12 @@ from .candidate_choice import score_and_choose
 from .config import GenerateConfig
 from .quantize import quantize_int8
 
+# the section's keys a Generator reads, as attributes of the same name
+_DECODING_KEYS = ("beams", "max_new_tokens", "batch_size", "rerank", "weight", "coverage",
+                  "label_first", "length_penalty", "repetition_penalty", "no_repeat_ngram",
+                  "coverage_decoding", "coverage_max_hold", "coverage_bonus", "verdict",
+                  "max_new_tokens_ratio", "max_new_tokens_slack")  # fmt: skip
+
 
 def model_version(uri: str) -> str:
     return str(uri).rstrip("/").rsplit("/", 1)[-1]
@@ -34,48 +40,30 @@ class Generator:
         self,
         lm_uri: str,
         classifier_uri: str | None = None,
+        section: GenerateConfig | dict | None = None,
         *,
-        beams: int = 5,
-        max_new_tokens: int = 80,
-        batch_size: int = 32,
-        rerank: bool = True,
-        weight: float = 1.0,
-        length_penalty: float = 1.0,
-        repetition_penalty: float = 1.0,
-        no_repeat_ngram: int = 0,
-        coverage: bool = False,
-        label_first: bool = True,
-        int8: bool = False,
-        max_new_tokens_ratio: float | None = None,
-        max_new_tokens_slack: int = 16,
-        coverage_decoding: bool = False,
-        coverage_max_hold: int = 16,
-        coverage_bonus: float = 0.0,
-        coverage_retry: bool = False,
-        verdict: bool = GenerateConfig.model_fields["verdict"].default,
         storage_options: dict | None = None,
         threads: int | None = None,
+        **overrides,
     ):
+        """`section`: the `generate` config section (its defaults when None), read whole;
+        `overrides`: keys of that section set here (a test, a benchmark), validated as the
+        config validates them: an unknown key or a bad value fails, nothing is re-declared."""
         import torch
 
+        cfg = section if isinstance(section, GenerateConfig) else GenerateConfig(**(section or {}))
+        if overrides:
+            cfg = GenerateConfig(**{**cfg.model_dump(), **overrides})
+        self.cfg = cfg
         if threads:
             torch.set_num_threads(threads)
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
         self._copies: list = []  # temporary local copies of remote models, kept while in use
-        self._load_lm(lm_uri, int8, storage_options)
-        self.beams, self.max_new_tokens, self.batch_size = beams, max_new_tokens, batch_size
-        self.rerank, self.weight, self.coverage = rerank, weight, coverage
-        self.label_first = label_first
-        self.length_penalty, self.repetition_penalty = length_penalty, repetition_penalty
-        self.no_repeat_ngram = no_repeat_ngram
-        self.coverage_decoding, self.coverage_max_hold = coverage_decoding, coverage_max_hold
-        self.coverage_bonus, self.verdict = coverage_bonus, verdict
-        self.coverage_retry = coverage_retry and not coverage_decoding
+        self._load_lm(lm_uri, cfg.int8, storage_options)
+        for key in _DECODING_KEYS:
+            setattr(self, key, getattr(cfg, key))
+        self.coverage_retry = cfg.coverage_retry and not cfg.coverage_decoding
         self.retried = 0  # records decoded again by coverage_retry
-        self.max_new_tokens_ratio, self.max_new_tokens_slack = (
-            max_new_tokens_ratio,
-            max_new_tokens_slack,
-        )
         self.scorer = None
         self.version = self._load_classifier(lm_uri, classifier_uri, storage_options)
 

@@ -29,6 +29,7 @@ import sys
 from collections.abc import Collection, Iterable, Mapping
 
 from . import fingerprints, stage_reader, stage_writer
+from .config import LinearizeConfig
 from .schema import LINEARIZED, make_quarantine
 
 DATA, TEXT, EOS, PAD = "<data>", "<text>", "<eos>", "<pad>"
@@ -172,8 +173,8 @@ def linearize_record(record: dict) -> tuple[dict, list[str]]:
 def linearize(
     records_uri: str,
     output_uri: str,
+    section: LinearizeConfig | None = None,
     *,
-    mode: str = "fine",
     holdout_categories: Collection[str] = (),
     storage_options: dict | None = None,
     shard_bytes: int = stage_writer.DEFAULT_SHARD_BYTES,
@@ -182,9 +183,9 @@ def linearize(
     """Linearize a records stage into a linearized stage. Returns the manifest, whose `extra`
     holds the special-token vocabulary (from the train split, or every row if there is none)
     and the split counts. `holdout_categories`: train and validation records of these
-    categories become split `validation_unseen` (`extra.held_out`: records moved, by category)."""
-    if mode not in MODES:
-        raise ValueError(f"unknown linearize mode {mode!r}; choose one of {', '.join(MODES)}")
+    categories become split `validation_unseen` (`extra.held_out`: records moved, by category).
+    `section`: the `linearize` config section (its defaults when None)."""
+    mode = (section or LinearizeConfig()).mode
     holdout = sorted(set(holdout_categories))
     source = stage_reader.read_manifest(records_uri, storage_options)
     inputs = [{"uri": records_uri, "fingerprint": source["fingerprint"]}]

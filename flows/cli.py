@@ -60,8 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     ingest.add_argument(
         "--max-triples",
         type=_positive_int,
-        default=7,
-        help="ntriples: most triples per record when grouping by subject (default 7)",
+        help="ntriples: most triples per record when grouping by subject (default: "
+        "dataset.max_triples's, 7)",
     )
     _stage_options(ingest)
 
@@ -74,7 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     lin.add_argument("--input", required=True, help="records stage URI (from `ingest`)")
     lin.add_argument("--output", required=True, help="stage folder URI to write")
-    lin.add_argument("--mode", choices=("fine", "coarse"), default="fine", help="state ids")
+    lin.add_argument(
+        "--mode", choices=("fine", "coarse"), help="state ids (default: linearize.mode's, fine)"
+    )
     _stage_options(lin)
 
     run = commands.add_parser(

@@ -54,7 +54,7 @@ def cmd_ingest(args: argparse.Namespace) -> dict:
     from datatuner_core.ingest import ingest
 
     started = time.monotonic()
-    options = reader_options(args.format, args.max_triples)
+    options = reader_options(args.format, args.max_triples)  # None: the config's default
     manifest = ingest(
         args.format,
         args.input,
@@ -69,13 +69,14 @@ def cmd_ingest(args: argparse.Namespace) -> dict:
 
 
 def cmd_linearize(args: argparse.Namespace) -> dict:
+    from datatuner_core.config import LinearizeConfig
     from datatuner_core.linearize import linearize
 
     started = time.monotonic()
     manifest = linearize(
         args.input,
         args.output,
-        mode=args.mode,
+        LinearizeConfig(**({"mode": args.mode} if args.mode else {})),
         shard_bytes=args.shard_mb * 1024 * 1024,
         force=args.force,
     )

@@ -31,7 +31,7 @@ def prepare_data(config: PipelineConfig, run: RunPaths) -> dict:
         reader_options(data.format, data.max_triples),
         data.max_records.model_dump(),
     )  # fmt: skip
-    linearize_task(run.stage("records"), run.stage("linearized"), config.linearize.mode,
+    linearize_task(run.stage("records"), run.stage("linearized"), config.linearize,
                    data.holdout_categories)  # fmt: skip
     corrupt_task(run.stage("linearized"), run.stage("corruptions"), config.corrupt)
     return records

@@ -30,7 +30,7 @@ def regenerate(config_path: str | None = None, overrides: list[str] | None = Non
     records = ingest_task(data.format, paths, storage.join_uri(work, "records"), options,
                           data.max_records.model_dump())  # fmt: skip
     lin = storage.join_uri(work, "linearized")
-    linearize_task(storage.join_uri(work, "records"), lin, config.linearize.mode)
+    linearize_task(storage.join_uri(work, "records"), lin, config.linearize)
     previous = regen.latest_snapshot(config.storage, config.name)
     plan = plan_task(lin, previous, models, storage.join_uri(work, "todo"))
     regenerated = None

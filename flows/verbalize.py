@@ -63,7 +63,7 @@ def verbalize(input_uri: str, fmt: str | None, output: str, registry_uri: str | 
         lin = input_uri
     else:
         lin = storage.join_uri(work, "linearized")
-        linearize_task(records_uri, lin, config.linearize.mode)
+        linearize_task(records_uri, lin, config.linearize)
     generated = generate_task(lin, output, lm, classifier, config.generate, None)
     counts = generated["counts"]
     return runs.summary(

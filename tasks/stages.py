@@ -67,11 +67,11 @@ def ingest_task(fmt: str, paths: dict, output: str, options: dict, max_records: 
 
 
 @io_task
-def linearize_task(records: str, output: str, mode: str, holdout_categories=()) -> dict:
+def linearize_task(records: str, output: str, section, holdout_categories=()) -> dict:
     """Linearize a records stage (held-out categories → `validation_unseen`)."""
     from datatuner_core.linearize import linearize
 
-    manifest = linearize(records, output, mode=mode, holdout_categories=holdout_categories)
+    manifest = linearize(records, output, section, holdout_categories=holdout_categories)
     return _publish("linearize", manifest)
 
 

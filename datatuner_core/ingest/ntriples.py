@@ -33,7 +33,8 @@ Records
     Triples are grouped by subject: subjects in byte order of their key (the IRI, or `_:label`),
     and within a subject in (predicate IRI, object kind, object, line order) order, so records and
     ids depend on the graph, not on the order of lines in the dump. A subject's triples are cut
-    into records of at most `options["max_triples"]` (default 7); id = f"{subject key}#{chunk}".
+    into records of at most `options["max_triples"]` (default: `dataset.max_triples`'s, 7);
+    id = f"{subject key}#{chunk}".
     `raw` holds the original lines behind the record, joined by "\\n".
     Duplicate statements are kept as they are (each line is a unit and a triple).
 
@@ -111,7 +112,9 @@ def read(
     import duckdb
     import pyarrow as pa
 
-    max_triples = options.get("max_triples", 7)
+    from ..config import DatasetConfig
+
+    max_triples = options.get("max_triples", DatasetConfig.model_fields["max_triples"].default)
     batch_lines = options.get("batch_lines", 200_000)
     for key, value in (("max_triples", max_triples), ("batch_lines", batch_lines)):
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:

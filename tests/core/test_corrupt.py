@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from datatuner_core.config import CorruptConfig
+from datatuner_core.config import CorruptConfig, LinearizeConfig
 from datatuner_core.corrupt import (
     LABELS,
     RULE_LABELS,
@@ -303,7 +303,7 @@ def test_corrupt_stage_on_the_sample(tmp_path):
     # coarse states change the LM's inputs, not the pairs: the No_FS run's corruption stage has
     # another lineage (fingerprint) but the same content, so its classifier is the fine run's job
     coarse_lin, coarse = str(tmp_path / "lin-coarse"), str(tmp_path / "corrupt-coarse")
-    linearize.linearize(records, coarse_lin, mode="coarse")
+    linearize.linearize(records, coarse_lin, LinearizeConfig(mode="coarse"))
     other = corrupt(coarse_lin, coarse, CorruptConfig(per_example=5, seed=13, balance="upsample"))
     assert other["fingerprint"] != manifest["fingerprint"]
     assert other["content_sha256"] == manifest["content_sha256"]

@@ -168,8 +168,8 @@ def test_coverage_retry_adds_covering_beams_after_the_plain_ones(llama_dir, beam
     record is decoded again with coverage decoding; its beams that mention more join after the
     plain ones: the top beam stays the plain one, the chosen text is a covering one. A record
     the plain decoder covers is not decoded again."""
-    gen = generator(llama_dir, beams, coverage_retry=True, coverage_bonus=50.0)
-    gen.rerank, gen.coverage = True, True
+    gen = generator(llama_dir, beams, coverage=True, coverage_retry=True, coverage_bonus=50.0)
+    gen.rerank = True
     (row,) = gen.generate_rows([ROW])
     plain_texts = [c["text"] for c in row["candidates"][:beams]]
     (plain,) = generator(llama_dir, beams).generate_rows([ROW])

@@ -126,3 +126,25 @@ def test_actor_plan_shares_the_cores_and_never_asks_for_more_gpus_than_there_are
     assert (cluster["num_cpus"], cluster["threads"]) == (1.0, 2)
     assert actor_plan(2, 64.0, 0, node_cpus=16.0)["num_cpus"] == 15.0
     assert actor_plan(8, 32.0, 0, node_cpus=2.0)["threads"] == 2
+
+
+def test_the_generator_reads_the_generate_section_whole(llama_dir):
+    """Every decoding knob comes from the `generate` section (no default of its own): a section
+    value reaches the Generator even where the fingerprint's `decoding()` leaves it out
+    (`verdict: false`); keyword overrides are validated as the config validates them."""
+    from datatuner_core.config import GenerateConfig
+
+    section = GenerateConfig(verdict=False, beams=2, coverage=True, coverage_retry=True)
+    assert "verdict" not in section.decoding()
+    gen = Generator(llama_dir, None, section, rerank=False, threads=1)
+    assert (gen.verdict, gen.beams, gen.coverage, gen.coverage_retry, gen.rerank) == (
+        False, 2, True, True, False,
+    )  # fmt: skip
+    assert gen.cfg.beams == 2 and section.rerank is True  # the section itself is not changed
+    default = Generator(llama_dir, None, rerank=False)
+    defaults = GenerateConfig(rerank=False).model_dump().items()
+    assert all(getattr(default, k) == v for k, v in defaults if hasattr(default, k))
+    with pytest.raises(ValueError, match="beems"):
+        Generator(llama_dir, None, beems=3)
+    with pytest.raises(ValueError, match="beams"):
+        Generator(llama_dir, None, beams=0)

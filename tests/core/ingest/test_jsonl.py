@@ -93,7 +93,7 @@ GOOD = json.dumps({"triples": [["A", "p", "B"]], "references": ["A p B."]}).enco
 @pytest.mark.parametrize(
     "line, reason",
     [
-        # Issue 21, case 4: each of these stopped the whole run.
+        # Each of these stopped the whole run.
         (b"[" * 100_000 + b"]" * 100_000, "malformed JSON: nested deeper than 32 levels"),
         (
             b'{"triples": [["A", "p", ' + b"9" * 5_000 + b"]]}",
@@ -109,7 +109,7 @@ GOOD = json.dumps({"triples": [["A", "p", "B"]], "references": ["A p B."]}).enco
         ),
         (b'{"id": "\\ud800", "triples": [["A", "p", "B"]]}', "invalid text: lone surrogate"),
         (b'{"triples": [["A", "p", "B"]], "category": "\\ud800"}', "invalid text: lone surrogate"),
-        # Issue 21, case 8: references had no length limit.
+        # References had no length limit.
         (
             json.dumps({"triples": [["A", "p", "B"]], "references": ["x" * 20_001]}).encode(),
             "reference longer than 20000 characters (20001)",
@@ -135,7 +135,7 @@ def test_nesting_within_the_limit_is_read(tmp_path):
 
 
 def test_a_line_over_the_limit_is_one_quarantine_row(tmp_path, monkeypatch):
-    """Issue 21, case 8: a line over MAX_UNIT_BYTES is skipped (memory: test_limits.py)."""
+    """A line over MAX_UNIT_BYTES is skipped (memory: test_limits.py)."""
     monkeypatch.setattr(limits, "MAX_UNIT_BYTES", 1_000)
     big = b'{"triples": [["A", "p", "' + b"0" * 200_000 + b'"]]}'
     counts, good, bad = _ingest_lines(tmp_path, [GOOD, big, GOOD])
@@ -148,7 +148,7 @@ def test_a_line_over_the_limit_is_one_quarantine_row(tmp_path, monkeypatch):
 
 
 def test_duplicate_ids_are_noted(tmp_path, caplog):
-    """Issue 21, case 9: records that share an id are kept and counted in the notes."""
+    """Records that share an id are kept and counted in the notes."""
     line = json.dumps({"id": "a", "triples": [["A", "p", "B"]]}).encode()
     other = json.dumps({"id": "b", "triples": [["A", "p", "B"]]}).encode()
     counts, good, _ = _ingest_lines(tmp_path, [line, other, line, line])

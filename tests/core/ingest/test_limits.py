@@ -15,7 +15,7 @@ from datatuner_core.schema import BadInput
 
 
 def test_a_long_line_in_a_gz_is_read_in_bounded_memory(tmp_path, monkeypatch):
-    """Issue 21, case 8: one line of zeros in a `.nt.gz` took 3.5 times its size in memory.
+    """One line of zeros in a `.nt.gz` took 3.5 times its size in memory.
     Here 8 MB of zeros, with the limit and the block read patched to 64 KiB, take under 1 MB."""
     monkeypatch.setattr(limits, "MAX_UNIT_BYTES", 64 * 1024)
     monkeypatch.setattr(ingest_package, "READ_BLOCK", 64 * 1024)

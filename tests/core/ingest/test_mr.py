@@ -171,7 +171,7 @@ def _rows(n: int) -> list[bytes]:
 
 
 def test_an_unbalanced_quote_costs_one_row(tmp_path):
-    """Issue 21, case 3: a quote never closed swallowed the rows after it (here all 12 rows became
+    """A quote never closed swallowed the rows after it (here all 12 rows became
     one record whose reference held 11 of them); now the bad row is quarantined with its line
     and every row after it is read."""
     rows = [f"name[G{i}],G{i} is a good place.".encode() for i in range(12)]
@@ -190,7 +190,7 @@ def test_an_unbalanced_quote_costs_one_row(tmp_path):
 
 
 def test_an_open_quote_before_a_long_file_costs_one_row(tmp_path):
-    """Issue 21, case 3: with a long file after an open quote, the run failed ("field larger
+    """With a long file after an open quote, the run failed ("field larger
     than field limit")."""
     rows = _rows(4_000)
     rows[1] = b'"inform(name[G1], rating[good])","G1 is good.'
@@ -239,7 +239,7 @@ def test_quoted_fields_may_span_lines(tmp_path):
 
 
 def test_oversize_cells_are_one_quarantine_row(tmp_path):
-    """Issue 21, cases 4 and 8: a 200 KB cell stopped the run; a reference and an MR have limits."""
+    """A 200 KB cell stopped the run; a reference and an MR have limits."""
     rows = _rows(3)
     rows[1] = b'"inform(name[G1])",' + b"y" * 200_000
     rows.append(b'"inform(name[' + b"n" * 10_001 + b'])",Long name.')
@@ -264,7 +264,7 @@ def test_a_line_over_the_unit_limit_is_one_quarantine_row(tmp_path, monkeypatch)
 
 
 def test_the_same_mr_in_two_files_of_one_split_is_a_noted_duplicate_id(tmp_path):
-    """Issue 21, case 9: duplicate ids get a note."""
+    """Duplicate ids get a note."""
     for name in ("a-test.csv", "b-test.csv"):
         (tmp_path / "in").mkdir(exist_ok=True)
         (tmp_path / "in" / name).write_text('mr,ref\n"inform(name[A])",A.\n')

@@ -347,7 +347,7 @@ def test_temp_folder_removed_also_on_error(tmp_path):
 
 
 def test_a_line_over_the_limit_in_a_gz_is_one_quarantine_row(tmp_path, monkeypatch):
-    """Issue 21, case 8: a line of zeros in a `.nt.gz` is skipped in chunks and quarantined with
+    """A line of zeros in a `.nt.gz` is skipped in chunks and quarantined with
     its line number; the lines after it are read (memory: test_limits.py)."""
     monkeypatch.setattr(limits, "MAX_UNIT_BYTES", 4_096)
     zeros = b"0" * 100_000

@@ -185,7 +185,7 @@ def _ingest_file(tmp_path, body: bytes, name: str = "in.xml"):
 
 
 def test_comments_cdata_and_instructions_mean_what_xml_says(tmp_path):
-    """Issue 21, case 6: a commented-out entry is no record; an entry whose CDATA holds `<entry>`
+    """A commented-out entry is no record; an entry whose CDATA holds `<entry>`
     is read whole; `read` counts the 3 real entries (the text-pattern reader counted 5)."""
     body = (
         "<?xml version='1.0' encoding='UTF-8'?>\n<benchmark><entries>\n"
@@ -208,7 +208,7 @@ def test_comments_cdata_and_instructions_mean_what_xml_says(tmp_path):
 
 
 def test_a_jsonl_file_given_as_webnlg_is_one_quarantine_row(tmp_path):
-    """Issue 21, case 9: not a silent `read 0`: the file is one quarantine row with a reason."""
+    """Not a silent `read 0`: the file is one quarantine row with a reason."""
     body = b'{"triples": [["A", "p", "B"]], "references": ["A p B."]}\n'
     counts, good, bad = _ingest_file(tmp_path, body, name="mine.jsonl")
     assert (counts["read"], counts["written"], counts["quarantined"]) == (1, 0, 1)
@@ -257,8 +257,8 @@ def test_entity_attacks_stay_harmless(tmp_path):
 
 
 def test_an_entry_over_the_limit_is_quarantined_without_being_built(tmp_path, monkeypatch):
-    """Issue 21, case 8 (references have no limit): an entry over `MAX_UNIT_BYTES` costs only
-    itself, and a reference over `MAX_REFERENCE_CHARS` is refused."""
+    """An entry over `MAX_UNIT_BYTES` costs only itself, and a reference over
+    `MAX_REFERENCE_CHARS` (references once had no limit) is refused."""
     monkeypatch.setattr(limits, "MAX_UNIT_BYTES", 2_000)
     monkeypatch.setattr(xml_entries, "CHUNK", 512)
     body = (
