@@ -3,12 +3,14 @@ row's text, LM score, label and score set from the candidate `rerank` puts first
 
 from __future__ import annotations
 
+from .config import GenerateConfig
 from .rerank import fidelity_verdict, missing_entities, rerank_candidates
 
 
 def score_and_choose(
     rows: list[dict], scorer=None, *, rerank: bool = True, coverage: bool = False,
-    weight: float = 1.0, label_first: bool = True, batch_size: int = 32, verdict: bool = False,
+    weight: float = GenerateConfig().weight, label_first: bool = GenerateConfig().label_first,
+    batch_size: int = 32, verdict: bool = False,
     others=None,
 ) -> None:  # fmt: skip
     """Classify every candidate of `rows` (generations rows) in one batched pass with `scorer`

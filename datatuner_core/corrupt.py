@@ -208,8 +208,8 @@ def _corrupt_stream(rows, *, per_example, seed, max_references, lookahead, pool_
 def corrupt_records(
     rows: Iterable[dict],
     *,
-    per_example: int = 5,
-    seed: int = 13,
+    per_example: int = CorruptConfig().per_example,
+    seed: int = CorruptConfig().seed,
     balance: str = "none",
     max_references: int = 3,
     lookahead: int = 64,

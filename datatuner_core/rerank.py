@@ -28,6 +28,10 @@ from __future__ import annotations
 
 import math
 
+from .config import GenerateConfig
+
+_GENERATE = GenerateConfig()  # the section whose defaults the reranking keywords share
+
 PRIORITY = ("accurate", "value_error", "repetition", "omission", "hallucination")
 _RANK = {label: i for i, label in enumerate(PRIORITY)}
 
@@ -47,9 +51,9 @@ def missing_entities(text: str | None, entities) -> int:
 
 def rerank_candidates(
     candidates: list[dict],
-    weight: float = 1.0,
+    weight: float = _GENERATE.weight,
     missing: list[int] | None = None,
-    label_first: bool = True,
+    label_first: bool = _GENERATE.label_first,
 ) -> list[int]:
     """Indices of `candidates` (dicts with lm_score, fidelity_label, fidelity_score) best first;
     `missing`: per candidate, the record's entities it does not mention (sorted on first).
