@@ -196,6 +196,14 @@ class GenerateConfig(_Strict):
         "0 = test only",
     )
     batch_size: int = Field(32, ge=1, description="records per decoding batch")
+    batch_tokens: int | None = Field(
+        32768,
+        ge=1,
+        description="most tokens a decoding batch holds: records x beams x (prompt + new-token "
+        "cap); a batch of long records is cut smaller (at least one record), so an actor's peak "
+        "memory is bounded whatever the records' lengths (the KV cache grows with every token); "
+        "null = batch_size alone",
+    )
     actors: int = Field(1, ge=1, description="Ray Data actors holding the models")
     block_s: float = Field(
         30.0,

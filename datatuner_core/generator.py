@@ -23,10 +23,10 @@ from .config import GenerateConfig
 from .quantize import quantize_int8
 
 # the section's keys a Generator reads, as attributes of the same name
-_DECODING_KEYS = ("beams", "max_new_tokens", "batch_size", "rerank", "weight", "coverage",
-                  "label_first", "length_penalty", "repetition_penalty", "no_repeat_ngram",
-                  "coverage_decoding", "coverage_max_hold", "coverage_bonus", "verdict",
-                  "max_new_tokens_ratio", "max_new_tokens_slack")  # fmt: skip
+_DECODING_KEYS = ("beams", "max_new_tokens", "batch_size", "batch_tokens", "rerank", "weight",
+                  "coverage", "label_first", "length_penalty", "repetition_penalty",
+                  "no_repeat_ngram", "coverage_decoding", "coverage_max_hold", "coverage_bonus",
+                  "verdict", "max_new_tokens_ratio", "max_new_tokens_slack")  # fmt: skip
 
 
 def model_version(uri: str) -> str:
@@ -233,12 +233,17 @@ class Generator:
 
     def _chunks(self, todo: list[tuple]) -> Iterator[list[tuple]]:
         """Batches of up to `batch_size` length-sorted prompts that share one new-token cap, so
-        that a record's budget is its own, whatever else is in the block."""
+        that a record's budget is its own, whatever else is in the block, and that hold at most
+        `batch_tokens` tokens (records x beams x (longest prompt + cap); at least one record)."""
         chunk: list[tuple] = []
         cap = None
         for item in todo:
             item_cap = self.new_token_cap(item[0])
-            if chunk and (len(chunk) == self.batch_size or item_cap != cap):
+            tokens = (len(chunk) + 1) * self.beams * (item[0] + item_cap)  # item: the longest
+            full = len(chunk) == self.batch_size or (
+                self.batch_tokens is not None and tokens > self.batch_tokens
+            )
+            if chunk and (full or item_cap != cap):
                 yield chunk
                 chunk = []
             chunk.append(item)

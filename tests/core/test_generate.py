@@ -148,3 +148,31 @@ def test_the_generator_reads_the_generate_section_whole(llama_dir):
         Generator(llama_dir, None, beems=3)
     with pytest.raises(ValueError, match="beams"):
         Generator(llama_dir, None, beams=0)
+
+
+def test_batch_tokens_cuts_batches_of_long_records_and_keeps_every_record(llama_dir):
+    """`batch_tokens`: a batch holds at most records x beams x (longest prompt + cap) tokens, so
+    long records decode in smaller batches (an actor's memory is bounded by the budget, not by
+    the longest records of a dump); a record longer than the budget still gets a batch of its
+    own, and every record comes back with the beams it gets without the budget."""
+    kwargs = {"beams": 2, "max_new_tokens": 8, "batch_size": 8, "rerank": False, "threads": 1}
+    free = Generator(llama_dir, None, batch_tokens=None, **kwargs)
+    short = {"id": "s", "linearized": DATA, "entities": []}
+    rows = [{**short, "id": f"s{i}"} for i in range(4)]
+    long = " ; ".join([DATA] * 4)
+    rows += [{"id": f"l{i}", "linearized": long, "entities": []} for i in range(3)]
+    width = {r["id"]: len(free._prompt(r["linearized"])[0]) for r in rows}
+    assert width["l0"] > 3 * width["s0"]
+    budget = 2 * 2 * (width["l0"] + 8)  # two long records, or more short ones
+    bounded = Generator(llama_dir, None, batch_tokens=budget, **kwargs)
+    todo = sorted((width[r["id"]], i, None, None, False) for i, r in enumerate(rows))
+    assert [len(c) for c in free._chunks(todo)] == [7]
+    sizes = [[rows[t[1]]["id"][0] for t in c] for c in bounded._chunks(todo)]
+    assert sizes == [["s"] * 4, ["l", "l"], ["l"]]
+    assert all(len(c) * 2 * (max(t[0] for t in c) + 8) <= budget for c in bounded._chunks(todo))
+    tiny = Generator(llama_dir, None, batch_tokens=1, **kwargs)  # below one record: one each
+    assert [len(c) for c in tiny._chunks(todo)] == [1] * 7
+    texts = {r["id"]: [c["text"] for c in r["candidates"]] for r in bounded.generate_rows(rows)}
+    for row in rows:  # every record, with the beams it gets alone
+        (alone,) = free.generate_rows([row])
+        assert texts[row["id"]] == [c["text"] for c in alone["candidates"]]
