@@ -214,11 +214,12 @@ class GenerateConfig(_Strict):
         "same command again generates only the records no finished block holds",
     )
     in_process_max: int = Field(
-        32,
+        256,
         ge=0,
         description="a generation of at most this many records runs in the calling process, "
-        "without starting Ray (a Ray start and an actor pool cost far more than a few records' "
-        "beam search); the same texts, blocks and manifest; 0 = always on Ray Data",
+        "without starting Ray (a Ray start and an actor pool cost more than a few hundred "
+        "records' beam search on a small machine: a nightly run's changed records); the same "
+        "texts, blocks and manifest; 0 = always on Ray Data",
     )
     rerank: bool = Field(True, description="false gives the top beam (the paper's No_FC)")
     length_penalty: float = Field(1.0, description="beam score = log-prob / length ** this")
