@@ -53,3 +53,13 @@ def test_missing_file_and_bad_yaml(tmp_path):
     bad.write_text("lm: [1, 2\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(bad)
+
+
+@pytest.mark.parametrize("name", ["webnlg-smol", "viggo-smol"])
+def test_cpu_presets_checkpoint_both_trainings_within_200_steps(name):
+    # their trainings run 45-115 minutes on 2 cores: a killed run resumes from the latest checkpoint
+    # and loses at most 200 steps of either (the full webnlg-smol run of 2026-12-01 lost 64
+    # minutes of classifier training to a kill because only the LM checkpointed)
+    config = load_config(REPO / "configs" / f"{name}.yaml")
+    for section in (config.lm, config.classifier):
+        assert section.checkpoint_every is not None and 0 < section.checkpoint_every <= 200
