@@ -20,7 +20,13 @@ a user runs it. Measured per size:
   the actors; ingest and linearize run once, on the driver's node).
 
     python -m benchmarks.dump --lm URI --classifier URI --subjects 1000 10000 \
-        [--set generate.beams=2 ...] [--json benchmarks/results/dump-tiny.json]
+        [--set generate.beams=2 ...] [--variant window=generate.sort_window=10000 ...] \
+        [--json benchmarks/results/dump-tiny.json]
+
+`--variant NAME=KEY=VALUE` (repeatable; one variant may take several keys, NAME=K1=V1,K2=V2):
+each size also runs with these overrides on top of `--set`, right after the plain run on the
+same dump, and the rows carry the variant's name; the growth of each variant's peak memory
+from the smallest size to each larger one is in `growth`.
 
 Models: any LM / classifier versions, e.g. those of `datatuner run --config
 configs/webnlg-tiny.yaml` (the `tiny` preset) or of the smol preset (`--subjects 200`).
@@ -140,6 +146,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--classifier", required=True)
     parser.add_argument("--subjects", type=int, nargs="+", default=[1000, 10000])
     add_set_flag(parser)
+    parser.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="NAME=KEY=VALUE",
+        help="also run each size with these overrides (see the module doc)",
+    )
     parser.add_argument("--json", help="write the results here")
     parser.add_argument("--keep", help="keep the dumps and outputs under this folder")
     args = parser.parse_args(argv)
@@ -147,15 +160,23 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(args.keep or tempfile.mkdtemp(prefix="dump-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     env = cli_env(work / "prefect")
-    rows = []
-    for n in args.subjects:
+    variants = [("plain", [])]
+    for spec in args.variant:
+        name, _, settings = spec.partition("=")
+        if not name or "=" not in settings:
+            parser.error(f"--variant expects NAME=KEY=VALUE, got {spec!r}")
+        variants.append((name, settings.split(",")))
+    rows, shapes = [], {}
+    for n, (variant, extra) in ((n, v) for n in args.subjects for v in variants):
         dump = work / f"dump-{n}.nt"
-        shape = write_dump(dump, n)
-        out = work / f"out-{n}"
+        if n not in shapes:  # one dump per size, verbalized by every variant
+            shapes[n] = write_dump(dump, n)
+        shape = shapes[n]
+        out = work / f"out-{n}-{variant}"
         cmd = cli_command("verbalize", "--input", str(dump), "--format", "ntriples",
                           "--output", str(out), "--lm", args.lm, "--classifier", args.classifier,
-                          *set_argv(args.set))  # fmt: skip
-        result = run(cmd, env, work / f"verbalize-{n}.log")
+                          *set_argv([*args.set, *extra]))  # fmt: skip
+        result = run(cmd, env, work / f"verbalize-{n}-{variant}.log")
         stages = stage_seconds(out)
         counts = stages.pop("ingest_counts")
         # ingest counts lines (triples); a subject becomes one record per max_triples triples
@@ -169,6 +190,8 @@ def main(argv: list[str] | None = None) -> int:
         share["startup_and_rest"] = round(max(0.0, wall - named) / wall, 3)
         gen_rate = generated / max(stages["generate"], 1e-9)
         row = {
+            "variant": variant,
+            "overrides": extra,
             **shape,
             "records": generated,
             "triples_read": counts["read"],
@@ -192,8 +215,20 @@ def main(argv: list[str] | None = None) -> int:
         }
         rows.append(row)
         print(json.dumps(row), flush=True)
+    growth = {}
+    for variant, _ in variants:
+        mine = sorted((r for r in rows if r["variant"] == variant), key=lambda r: r["subjects"])
+        base = mine[0]
+        growth[variant] = {
+            f"{base['subjects']}->{r['subjects']}": {
+                k: round(r["peak_rss_mib"][k] / max(base["peak_rss_mib"][k], 1e-9), 2)
+                for k in ("driver", "ray_worker_max", "ray_workers_sum")
+            }
+            for r in mine[1:]
+        }
     result = {"benchmark": "dump -> verbalize", "cores": cores, "overrides": args.set,
-              "lm": args.lm, "classifier": args.classifier, "rows": rows}  # fmt: skip
+              "lm": args.lm, "classifier": args.classifier, "rows": rows,
+              "growth": growth}  # fmt: skip
     if args.json:
         write_json(args.json, result)
     return 0

@@ -239,6 +239,13 @@ class GenerateConfig(_Strict):
         description="sort records by linearization length before batching (less padding, "
         "fewer wasted decoding steps); the stage's rows come out in that order",
     )
+    sort_window: int | None = Field(
+        None,
+        ge=1,
+        description="length_sort within consecutive windows of this many records, streaming: "
+        "memory bounded by the window whatever the input's size (a knowledge-graph dump); null = "
+        "the whole split at once (one Ray Data sort, a shuffle that holds every record)",
+    )
     int8: bool = Field(
         False,
         description="CPU: int8 dynamic quantization of the LM's linears (experimental: it "

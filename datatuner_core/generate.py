@@ -39,7 +39,9 @@ def generate_stage(
     Data sort: one shuffle of the inputs before generation starts), so each beam search batches
     records of like length: less padding, and fewer decoding steps spent waiting for the
     longest text of a batch. The stage's rows come out in that order. Without it, each actor
-    call sorts only its own block of `4 x batch_size` records.
+    call sorts only its own block of `4 x batch_size` records. `sort_window`: sort consecutive
+    windows of that many records instead, streaming: nothing holds more than a window, so the
+    memory of a dump's generation does not grow with the dump.
 
     Resumable (`blocks.py`): the texts are written in blocks as they come back, one at least
     every `block_s` seconds, each a Parquet part and a journal entry. A run killed or stopped
@@ -57,6 +59,8 @@ def generate_stage(
     beams, max_new_tokens, batch_size = section.beams, section.max_new_tokens, section.batch_size
     rerank, decoding = section.rerank, section.decoding()
     length_sort, block_s = section.length_sort, section.block_s
+    if length_sort and section.sort_window:
+        length_sort = section.sort_window  # windows of this many records
     source = stage_reader.read_manifest(linearized_uri, storage_options)
     inputs = [
         {"uri": linearized_uri, "fingerprint": source["fingerprint"]},
@@ -68,7 +72,8 @@ def generate_stage(
         "split": split,
         "rerank": rerank,
         "max_records": max_records,
-        "length_sort": length_sort,
+        "length_sort": bool(length_sort),
+        "sort_window": section.sort_window if length_sort else None,
         **(decoding or {}),
     }
     fp = fingerprints.fingerprint("generate", inputs, config, fingerprints.code_version())
@@ -147,7 +152,8 @@ def generate_stage(
 
 def _local_rows(files, split, max_records, done, length_sort, storage_options):
     """The rows `_dataset` gives, read in this process: the split's first `max_records` rows
-    in shard order, less `done`, sorted by linearization length (a stable sort)."""
+    in shard order, less `done`, sorted by linearization length (a stable sort; an int
+    `length_sort` sorts windows of that many rows)."""
     import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
@@ -170,10 +176,22 @@ def _local_rows(files, split, max_records, done, length_sort, storage_options):
         return None
     if done:
         table = table.filter(pc.invert(pc.is_in(table["id"], pa.array(list(done)))))
-    if length_sort:
-        order = pc.sort_indices(_linearized_length(table), sort_keys=[("", "ascending")])
-        table = table.take(order)
+    if length_sort is True:
+        table = _sort_by_length(table)
+    elif length_sort:
+        table = pa.concat_tables(
+            _sort_by_length(table.slice(start, length_sort))
+            for start in range(0, table.num_rows, length_sort)
+        )
     return table
+
+
+def _sort_by_length(table):
+    """`table`'s rows by linearization length, a stable sort."""
+    import pyarrow.compute as pc
+
+    order = pc.sort_indices(_linearized_length(table), sort_keys=[("", "ascending")])
+    return table.take(order)
 
 
 def _local_batches(table, models, storage_options, block_rows):
@@ -188,7 +206,9 @@ def _local_batches(table, models, storage_options, block_rows):
 
 def _dataset(files, split, max_records, done, length_sort, batch_size, todo, storage_options):
     """The Ray dataset of the records to generate: `split`'s rows (all if None), the first
-    `max_records`, less the ids in `done` (kept from an earlier attempt), sorted by length."""
+    `max_records`, less the ids in `done` (kept from an earlier attempt), sorted by length
+    (`length_sort` True: the whole dataset, one Ray Data sort; an int: windows of that many
+    records, streaming)."""
     from ray.data.expressions import col
 
     ds = _read_parquet(files, storage_options)
@@ -198,12 +218,16 @@ def _dataset(files, split, max_records, done, length_sort, batch_size, todo, sto
         ds = ds.limit(max_records)
     if done:
         ds = ds.filter(expr=col("id").not_in(done))
-    if length_sort:
+    if length_sort is True:
         ds = ds.add_column("_length", _linearized_length, batch_format="pyarrow")
         ds = ds.sort("_length").drop_columns(["_length"])
-    # Blocks of a few batches: results stream back (progress, bounded memory) instead of one
-    # output block per input file.
-    return ds.repartition(max(1, min(10_000, -(-(todo - len(done)) // (batch_size * 4)))))
+        # Blocks of a few batches: results stream back (progress, bounded memory) instead of
+        # one output block per input file.
+        return ds.repartition(max(1, min(10_000, -(-(todo - len(done)) // (batch_size * 4)))))
+    if length_sort:
+        ds = ds.map_batches(_sort_by_length, batch_size=length_sort, batch_format="pyarrow")
+    # streaming: blocks of at most a few batches, never the whole dataset at once
+    return ds.repartition(target_num_rows_per_block=batch_size * 4)
 
 
 def _generation_actors(ds, models, storage_options):

@@ -113,12 +113,16 @@ root, out = sys.argv[1], sys.argv[2]
 args = dict(lm_uri=f"{root}/models/lm/run1", classifier_uri=f"{root}/models/classifier/run1",
             split="test", max_records=12)
 found = {}
-for name, limit in (("local", 64), ("ray", 0)):
+for name, limit, window in (("local", 64, None), ("ray", 0, None), ("window_local", 64, 5),
+                            ("window_ray", 0, 5)):
     started = time.time()
-    section = GenerateConfig(beams=3, max_new_tokens=16, batch_size=4, in_process_max=limit)
+    section = GenerateConfig(beams=3, max_new_tokens=16, batch_size=4, in_process_max=limit,
+                             sort_window=window)
     manifest = generate_stage(f"{root}/runs/run1/linearized", f"{out}/{name}", section, **args)
     rows = stage_reader.read_stage(f"{out}/{name}").to_pylist()
     found[name] = {"engine": manifest["extra"]["engine"], "ray": ray.is_initialized(),
+                   "ids": [r["id"] for r in rows], "window": manifest["config"]["sort_window"],
+                   "lengths": [len(r["linearized"]) for r in rows],
                    "seconds": time.time() - started, "written": manifest["counts"]["written"],
                    "texts": {r["id"]: [c["text"] for c in r["candidates"]] for r in rows},
                    "chosen": {r["id"]: r["text"] for r in rows}}
@@ -142,6 +146,17 @@ def test_a_small_generation_runs_in_process_without_ray(trained_run, tmp_path):
     assert (on_ray["engine"], on_ray["ray"]) == ("ray_data", True)
     assert local["written"] == on_ray["written"] == 12
     assert local["texts"] == on_ray["texts"] and local["chosen"] == on_ray["chosen"]
+    # generate.sort_window=5: the length sort in windows of 5 records, streaming on Ray Data;
+    # every record once, with the same texts as the whole-split sort
+    for name in ("window_local", "window_ray"):
+        windowed = found[name]
+        assert windowed["window"] == 5 and found["local"]["window"] is None
+        assert sorted(windowed["ids"]) == sorted(set(windowed["ids"])) == sorted(local["ids"])
+        assert windowed["texts"] == local["texts"] and windowed["chosen"] == local["chosen"]
+    # in process, the windows are the split's consecutive 5 records, each sorted by length
+    lengths = found["window_local"]["lengths"]
+    windows = [lengths[i : i + 5] for i in range(0, 12, 5)]
+    assert all(w == sorted(w) for w in windows) and lengths != sorted(lengths)
 
 
 def test_rerun_of_a_finished_run_skips_every_stage(trained_run):
