@@ -242,9 +242,9 @@ class GenerateConfig(_Strict):
     sort_window: int | None = Field(
         None,
         ge=1,
-        description="length_sort within consecutive windows of this many records, streaming: "
-        "memory bounded by the window whatever the input's size (a knowledge-graph dump); null = "
-        "the whole split at once (one Ray Data sort, a shuffle that holds every record)",
+        description="length_sort within consecutive windows of this many records, streaming: the "
+        "sort never holds more than a window, whatever the input's size (a knowledge-graph dump); "
+        "null = the whole split at once (one Ray Data sort, a shuffle of every record)",
     )
     int8: bool = Field(
         False,
