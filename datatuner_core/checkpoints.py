@@ -122,6 +122,43 @@ def best_checkpoint(result, monitor: str):
     return min(scored, key=lambda vc: vc[0])[1] if scored else None
 
 
+def latest_checkpoint_dir(run_uri: str, storage_options: dict | None = None) -> str | None:
+    """The URI of the newest complete checkpoint folder (`step-NNNNNNN`) of a Ray Train run
+    folder, or None. Complete: its `state.json` parses and its `state.pt` is a whole zip archive
+    (torch's format; a file cut short by a crash has no central directory).
+
+    Ray restores a re-run from its own index of the run's checkpoints
+    (`checkpoint_manager_snapshot.json`), but a worker that fails right after a report can stop
+    the run before that index names the checkpoint, which is on storage all the same: the
+    workers start from this one when Ray gives them none (`training_loop.run_worker`), so a
+    crash never costs more than the steps since the last checkpoint written."""
+    import zipfile
+
+    from . import storage
+
+    loc = storage.locate(run_uri, storage_options)
+    try:
+        names = sorted(
+            (p.rstrip("/").rsplit("/", 1)[-1] for p in loc.fs.ls(loc.path, detail=False)),
+            reverse=True,
+        )
+    except FileNotFoundError:
+        return None
+    for name in names:
+        if not name.startswith("step-"):
+            continue
+        folder = f"{loc.path.rstrip('/')}/{name}"
+        try:
+            json.loads(loc.fs.cat_file(f"{folder}/{PLAIN_STATE_FILE}"))
+            with loc.fs.open(f"{folder}/{STATE_FILE}", "rb") as fh:
+                whole = zipfile.is_zipfile(fh)
+        except (FileNotFoundError, ValueError):
+            continue
+        if whole:
+            return f"{str(run_uri).rstrip('/')}/{name}"
+    return None
+
+
 def split_output(output_uri: str) -> tuple[str, str]:
     """An output URI as (the folder it sits in, or ".", its own name)."""
     parent, _, base = str(output_uri).rstrip("/").rpartition("/")

@@ -11,7 +11,8 @@ knobs of `section` (a `config.TrainerConfig`: the `lm` or `classifier` section, 
   validation, early stopping, checkpoints;
 - checkpoints (`checkpoints`) in Ray's storage at `{parent of output}/_checkpoints/{name}`
   (local and s3:// outputs; a temp folder for memory://), run name `{task}-{job hash}`; a
-  crashed run (`max_failures`) or a re-run of the same job resumes from the latest one;
+  crashed run (`max_failures`) or a re-run of the same job resumes from the latest one (found
+  on storage, `checkpoints.latest_checkpoint_dir`, not only through Ray's index of the run);
 - output: the best checkpoint's model and `training_card.json` (written last, with the job) at
   `output_uri` (local, s3://, memory://; `trained_models.export_model`).
 """
@@ -21,7 +22,7 @@ from __future__ import annotations
 import time
 
 from . import fingerprints
-from .checkpoints import best_checkpoint, default_run_dir, load_state
+from .checkpoints import best_checkpoint, default_run_dir, latest_checkpoint_dir, load_state
 from .config import TrainerConfig
 from .ray_setup import ensure_ray
 from .trained_models import export_model, index_job, reuse_trained, task_description, task_identity
@@ -105,6 +106,8 @@ def train_with_ray(
     `reused_from`. Otherwise the model is trained and indexed under its job, on GPUs when the
     cluster has one per worker. `max_failures`: times Ray restarts a failed worker group, from
     the latest checkpoint. Returns the training card."""
+    import sys
+
     import ray
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
@@ -123,6 +126,10 @@ def train_with_ray(
     use_gpu = ray.cluster_resources().get("GPU", 0) >= num_workers
     run_name, run_dir = f"{task.name}-{job[:12]}", default_run_dir(output_uri)
     resources = {"CPU": section.cpus_per_worker, **({"GPU": 1} if use_gpu else {})}
+    # the newest checkpoint on storage, whether or not Ray's own index of the run names it
+    found = latest_checkpoint_dir(f"{run_dir}/{run_name}", storage_options)
+    if found is not None:
+        print(f"[{task.name}] resuming from {found}", file=sys.stderr, flush=True)
     trainer = TorchTrainer(
         run_worker,
         train_loop_config={
@@ -130,6 +137,7 @@ def train_with_ray(
             "config": section,
             "train": as_source(train_rows),
             "val": as_source(val_rows),
+            "resume": found,
         },
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
         scaling_config=ScalingConfig(

@@ -56,8 +56,9 @@ def lr_multiplier(step: int, warmup: int, total: int) -> float:
 
 
 def run_worker(args: dict) -> None:
-    """Ray Train's entry point on every worker: `args` holds the task, the config section and
-    the train / validation sources (`training_data.as_source`)."""
+    """Ray Train's entry point on every worker: `args` holds the task, the config section, the
+    train / validation sources (`training_data.as_source`) and `resume`, the URI of the
+    checkpoint to start from when Ray has none of this run (`checkpoints.latest_checkpoint_dir`)."""
     Worker(args).run()
 
 
@@ -71,6 +72,7 @@ class Worker:
 
         self.task = args["task"]
         self.cfg = args["config"]
+        self.resume = args.get("resume")  # a checkpoint on storage Ray's index may not name
         ctx = ray.train.get_context()
         self.rank, self.world = ctx.get_world_rank(), ctx.get_world_size()
         _set_threads(self.cfg.cpus_per_worker)
@@ -121,7 +123,10 @@ class Worker:
             self.optimizer, lambda s: lr_multiplier(s, warmup, horizon)
         )
         self.p = Progress()
-        if self._restore(ray.train.get_checkpoint()) is None:
+        checkpoint = ray.train.get_checkpoint()  # Ray's latest: a restart within this run
+        if checkpoint is None and self.resume:
+            checkpoint = ray.train.Checkpoint(path=self.resume)
+        if self._restore(checkpoint) is None:
             seed_all(cfg.seed * 1000 + self.rank)  # per-rank dropout streams
         max_steps = cfg.max_steps or total
         if self.p.stopped == "max_steps" and self.p.step < max_steps:
