@@ -246,6 +246,14 @@ class GenerateConfig(_Strict):
         "sort never holds more than a window, whatever the input's size (a knowledge-graph dump); "
         "null = the whole split at once (one Ray Data sort, a shuffle of every record)",
     )
+    engine: Literal["auto", "hf", "vllm"] = Field(
+        "auto",
+        description="what decodes the LM's candidates: hf (transformers `generate`, beam search, "
+        "every decoding key) or vllm (a GPU batch engine over the serving export: the greedy "
+        "text then beams - 1 sampled ones; needs a CUDA GPU and the [gpu] extra, and no "
+        "coverage_decoding, no_repeat_ngram, repetition_penalty or int8); auto = vllm where "
+        "those hold, else hf. The classifier, coverage_retry and the choice are the same",
+    )
     int8: bool = Field(
         False,
         description="CPU: int8 dynamic quantization of the LM's linears (experimental: it "
@@ -283,6 +291,26 @@ class GenerateConfig(_Strict):
         "false = the classifier's own label and P(accurate)",
     )
 
+    def hf_only(self) -> list[str]:
+        """The set keys only the hf engine serves (vLLM has no logits processor of ours, no
+        n-gram ban, its own repetition penalty, and runs on a GPU)."""
+        keys = {
+            "coverage_decoding": self.coverage_decoding,
+            "no_repeat_ngram": self.no_repeat_ngram,
+            "repetition_penalty": self.repetition_penalty != 1.0,
+            "int8": self.int8,
+        }
+        return [k for k, on in keys.items() if on]
+
+    @model_validator(mode="after")
+    def _vllm_serves_its_keys(self):
+        if self.engine == "vllm" and self.hf_only():
+            raise ValueError(
+                f"generate.engine: vllm does not serve {', '.join(self.hf_only())}: set "
+                "generate.engine: hf (or auto), or leave those keys at their defaults"
+            )
+        return self
+
     @model_validator(mode="after")
     def _retry_needs_the_coverage_check(self):
         if self.coverage_retry and not self.coverage:
@@ -306,7 +334,7 @@ class GenerateConfig(_Strict):
 
 # the later decoding knobs, as the generate stage behaved before each existed
 _BEFORE = {"coverage_decoding": False, "coverage_max_hold": 16, "coverage_bonus": 0.0,
-           "verdict": False, "coverage_retry": False}  # fmt: skip
+           "verdict": False, "coverage_retry": False, "engine": "auto"}  # fmt: skip
 
 
 class PipelineConfig(_Strict):

@@ -60,6 +60,14 @@ class Generator:
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
         self._copies: list = []  # temporary local copies of remote models, kept while in use
         self._load_lm(lm_uri, cfg.int8, storage_options)
+        self.engine_name, self.engine_why = resolve_engine(cfg, self.device == "cuda")
+        self._engine = None  # a batch engine (vllm); None = hf `generate`
+        if self.device == "cuda":  # on a CPU it is always hf: nothing to say
+            import sys
+
+            print(f"[generate] engine {self.engine_name} ({self.engine_why})", file=sys.stderr)
+        if self.engine_name == "vllm":
+            self._engine = self._start_vllm(lm_uri, storage_options)
         for key in _DECODING_KEYS:
             setattr(self, key, getattr(cfg, key))
         self.coverage_retry = cfg.coverage_retry and not cfg.coverage_decoding
@@ -92,6 +100,18 @@ class Generator:
         self.context = getattr(self.model.config, "n_positions", None) or getattr(
             self.model.config, "max_position_embeddings", 1024
         )
+
+    def _start_vllm(self, lm_uri: str, storage_options: dict | None):
+        """A vLLM engine over the LM's serving export, written to a temporary folder."""
+        import tempfile
+
+        from .serving import export_serving
+        from .vllm_engine import VLLMEngine
+
+        tmp = tempfile.TemporaryDirectory(prefix="datatuner-served-")
+        self._copies.append(tmp)
+        export_serving(lm_uri, tmp.name, storage_options)
+        return VLLMEngine(tmp.name, context=self.context)
 
     def _load_classifier(
         self, lm_uri: str, classifier_uri: str | None, storage_options: dict | None
@@ -166,6 +186,35 @@ class Generator:
                 **self._coverage_processor(entities, len(prompts), coverage_decoding),
             )
         return self._beams_of(out, input_ids.size(1), len(prompts))
+
+    def _candidates(self, prompts, max_new_tokens: int, entities) -> list[list[tuple]]:
+        """Per prompt, `beams` (text, score): from the engine (`generate.engine`)."""
+        if self._engine is None:
+            return self._beam_search(prompts, max_new_tokens, entities)
+        return self._engine_candidates(prompts, max_new_tokens)
+
+    def _engine_candidates(self, prompts, max_new_tokens: int) -> list[list[tuple]]:
+        """vLLM's candidates: each prompt as its embeddings `E[ids] + E[states]` (unpadded),
+        the same tensors the hf path gives `generate`."""
+        import torch
+
+        from .state_lm import embed_with_states
+
+        embeds = []
+        with torch.inference_mode():
+            for ids, states in prompts:
+                ids_t = torch.tensor([ids], device=self.device)
+                states_t = torch.tensor([states], device=self.device)
+                embeds.append(embed_with_states(self.model, ids_t, states_t)[0].cpu())
+        found = self._engine.candidates(
+            embeds, beams=self.beams, max_new_tokens=max_new_tokens, eos=self.vocab.eos,
+            length_penalty=self.length_penalty,
+        )  # fmt: skip
+        decode = self.tokenizer.decode
+        return [
+            [(decode(tokens, skip_special_tokens=True).strip(), score) for tokens, score in beams]
+            for beams in found
+        ]
 
     def _beams_of(self, out, width: int, n: int) -> list[list[tuple]]:
         """`generate`'s output for `n` prompts of `width` tokens → per prompt, `beams` (text,
@@ -258,12 +307,12 @@ class Generator:
         entities = [item[5] for item in chunk]
         cap = self.new_token_cap(chunk[0][0])
         try:
-            results = self._beam_search(prompts, cap, entities)
+            results = self._candidates(prompts, cap, entities)
         except Exception:  # noqa: BLE001 - isolate the failing record below
             results = []
             for prompt, ents in zip(prompts, entities, strict=True):
                 try:
-                    results.append(self._beam_search([prompt], cap, [ents])[0])
+                    results.append(self._candidates([prompt], cap, [ents])[0])
                 except Exception as exc:  # noqa: BLE001 - recorded on the row
                     results.append(f"generation failed: {type(exc).__name__}: {exc}"[:500])
         if self.coverage_retry:
@@ -316,6 +365,25 @@ class Generator:
         from .schema import GENERATIONS
 
         return pa.Table.from_pylist(self.generate_rows(batch.to_pylist()), schema=GENERATIONS)
+
+
+def resolve_engine(cfg: GenerateConfig, cuda: bool) -> tuple[str, str]:
+    """(`hf` or `vllm`, why) for `generate.engine` on this machine (`cuda`: a GPU is used)."""
+    from .vllm_engine import available
+
+    if cfg.engine == "hf":
+        return "hf", "generate.engine: hf"
+    if cfg.engine == "vllm":
+        if not cuda:
+            raise RuntimeError("generate.engine: vllm needs a CUDA GPU; set generate.engine: hf")
+        return "vllm", "generate.engine: vllm"
+    if not cuda:
+        return "hf", "auto: no GPU"
+    if cfg.hf_only():
+        return "hf", f"auto: {', '.join(cfg.hf_only())} need the hf engine"
+    if not available():
+        return "hf", "auto: vLLM is not installed (the [gpu] extra)"
+    return "vllm", "auto: a GPU and vLLM"
 
 
 def _left_pad(prompts: list[tuple[list[int], list[int]]], pad: int) -> tuple:

@@ -16,6 +16,7 @@ import sys
 from flows.commands import (
     UsageError,
     cmd_evaluate,
+    cmd_export_serving,
     cmd_human_eval,
     cmd_ingest,
     cmd_linearize,
@@ -131,6 +132,17 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--predictions", required=True, help="generations stage URI")
     evaluate.add_argument("--output", help="report folder URI (default: ../report beside it)")
 
+    serving = commands.add_parser(
+        "export-serving",
+        help="write a trained LM as a plain causal LM a batch engine (vLLM) serves exactly",
+        description="Fold the <text> state into the LM's input embeddings (its output layer "
+        "untied) and write a safetensors folder with its tokenizer and serving.json, which says "
+        "how to build each prompt's embeddings. An engine that takes prompt embeddings (vLLM "
+        "with --enable-prompt-embeds) then generates what `verbalize` generates (docs/models.md).",
+    )
+    serving.add_argument("--lm", required=True, help="trained LM URI (a run's or a registry's)")
+    serving.add_argument("--output", required=True, help="folder URI to write")
+
     human = commands.add_parser(
         "human-eval",
         help="export a stratified sample of texts to annotate; import the annotations",
@@ -206,6 +218,7 @@ COMMANDS = {
     "verbalize": cmd_verbalize,
     "evaluate": cmd_evaluate,
     "human-eval": cmd_human_eval,
+    "export-serving": cmd_export_serving,
 }
 
 

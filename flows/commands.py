@@ -287,6 +287,16 @@ def cmd_evaluate(args: argparse.Namespace) -> dict:
     }
 
 
+def cmd_export_serving(args: argparse.Namespace) -> dict:
+    from datatuner_core.serving import export_serving
+
+    card = export_serving(args.lm, args.output)
+    print(f"datatuner export-serving: {args.lm} -> {args.output} ({card['architecture']}, the "
+          f"{card['text_token']} state folded in)", file=sys.stderr, flush=True)  # fmt: skip
+    return {"command": "export-serving", "output": args.output, "read": 1, "written": 1,
+            "quarantined": 0, "serving": card}  # fmt: skip
+
+
 def cmd_human_eval(args: argparse.Namespace) -> dict:
     from datatuner_core import human_eval, stage_reader, storage
 

@@ -158,3 +158,31 @@ def test_evaluate_summary_bleu_equals_sacrebleu(tmp_path):
     assert f"NIST {standard['nist']:.2f}, ROUGE-L {standard['rouge_l']:.2f}" in proc.stderr
     report = (tmp_path / "report" / "report.md").read_text()
     assert f"| CIDEr | {standard['cider']:.2f} |" in report and "METEOR: not computed" in report
+
+
+def test_export_serving_writes_the_folded_lm_and_names_a_folder_that_is_no_lm(tmp_path):
+    """`datatuner export-serving` with a relative output (as a user types it): the summary names
+    the `<text>` state folded in; the folder holds safetensors, the tokenizer and serving.json.
+    A folder without a model is one clear line, exit 1."""
+    from datatuner_core.tokenizer import build_tokenizer
+
+    from .core.test_state_lm import DATA, SPECIALS, TEXT, llama
+
+    tok = build_tokenizer("scratch:tiny", [DATA, TEXT] * 5, SPECIALS, vocab_size=400)
+    llama(tok, seed=2).save_pretrained(tmp_path / "lm")
+    tok.save_pretrained(tmp_path / "lm")
+    cli = [sys.executable, "-m", "flows.cli", "export-serving", "--lm", "lm", "--output", "served"]
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {**ENV, "PYTHONPATH": root}
+    proc = subprocess.run(cli, cwd=tmp_path, capture_output=True, text=True, env=env, timeout=120)
+    result = summary(proc)
+    assert result["output"] == str(tmp_path / "served")
+    assert result["serving"]["text_token"] == "<text>" and result["written"] == 1
+    names = sorted(p.name for p in (tmp_path / "served").iterdir())
+    assert {"model.safetensors", "serving.json", "config.json", "tokenizer.json"} <= set(names)
+    (tmp_path / "empty").mkdir()
+    bad = run("export-serving", "--lm", str(tmp_path / "empty"), "--output", str(tmp_path / "x"))
+    assert bad.returncode == 1
+    assert bad.stderr.strip().splitlines()[-1] == (
+        f"datatuner: error: {tmp_path / 'empty'}: not a trained LM (no config.json there)"
+    )

@@ -32,3 +32,20 @@ def test_gpu_benchmark_small_mode_on_cpu(tmp_path, monkeypatch):
     assert frozen["trainable_parameters"] < full["trainable_parameters"]
     gen = result["generate"]
     assert gen["records"] == 737 and gen["failed"] == 0 and gen["beams_per_record"] == 2
+
+
+def test_gpu_engine_check_small_mode_on_cpu(tmp_path, monkeypatch):
+    """benchmarks.gpu_engine, the script left ready for a GPU: on the CPU it trains, exports the
+    LM for serving (logits equal to the state LM's) and times the hf engine; the vLLM part says
+    why it did not run."""
+    from benchmarks import gpu_engine
+
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    monkeypatch.setenv("MASTER_PORT", str(_free_port()))
+    out = tmp_path / "engine.json"
+    argv = ["--small", "--steps", "3", "--records", "40", "--max-new-tokens", "8"]
+    result = gpu_engine.main([*argv, "--out", str(out)])
+    assert json.loads(out.read_text()) == result
+    assert result["export_max_abs_logit_diff"] < 1e-4
+    assert result["hf_greedy"]["records"] == 40 and result["hf_greedy"]["failed"] == 0
+    assert result["vllm"].startswith("not run: no CUDA GPU")
