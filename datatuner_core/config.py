@@ -246,6 +246,12 @@ class GenerateConfig(_Strict):
         "sort never holds more than a window, whatever the input's size (a knowledge-graph dump); "
         "null = the whole split at once (one Ray Data sort, a shuffle of every record)",
     )
+    trim_memory: bool = Field(
+        True,
+        description="after each batch of records, hand the memory the batch freed back to the "
+        "OS (glibc malloc_trim; elsewhere nothing): without it a generator's private memory "
+        "swings with the longest batch it has decoded and stays there; the texts are the same",
+    )
     engine: Literal["auto", "hf", "vllm"] = Field(
         "auto",
         description="what decodes the LM's candidates: hf (transformers `generate`, beam search, "

@@ -278,6 +278,8 @@ class Generator:
                     error=beams if failed else None,
                 )
         self._score_and_choose(out)  # rows without candidates keep their error
+        if self.cfg.trim_memory:
+            release_freed_memory()
         return out
 
     def _chunks(self, todo: list[tuple]) -> Iterator[list[tuple]]:
@@ -365,6 +367,30 @@ class Generator:
         from .schema import GENERATIONS
 
         return pa.Table.from_pylist(self.generate_rows(batch.to_pylist()), schema=GENERATIONS)
+
+
+def release_freed_memory() -> bool:
+    """Return the heap memory freed so far to the OS (glibc `malloc_trim(0)`); False where the
+    C library has no such call (macOS, musl). glibc keeps freed blocks in its arenas for reuse:
+    after a batch of long records (large KV caches and logits) a generator's private memory
+    stays at that batch's peak, so over a dump it climbs with the longest batch seen
+    (docs/models.md, `benchmarks/results/trim-memory-dump-1e4.json`)."""
+    import ctypes
+    import ctypes.util
+
+    global _MALLOC_TRIM
+    if _MALLOC_TRIM is None:
+        try:
+            _MALLOC_TRIM = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+        except (OSError, AttributeError):
+            _MALLOC_TRIM = False
+    if not _MALLOC_TRIM:
+        return False
+    _MALLOC_TRIM(0)
+    return True
+
+
+_MALLOC_TRIM = None  # glibc's malloc_trim, looked up once; False where there is none
 
 
 def resolve_engine(cfg: GenerateConfig, cuda: bool) -> tuple[str, str]:
