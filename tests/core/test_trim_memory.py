@@ -47,3 +47,28 @@ def test_the_generator_releases_after_every_batch_unless_told_not_to(llama_dir, 
     off = Generator(llama_dir, None, beams=1, max_new_tokens=4, rerank=False, trim_memory=False)
     assert [r["text"] for r in off.generate_rows(ROWS)] == [r["text"] for r in rows]
     assert len(calls) == 2
+
+
+def test_the_side_by_side_benchmark_runs_both_settings_on_the_same_rows(llama_dir, tmp_path):  # noqa: F811
+    """benchmarks.trim_memory on a 40-record stage in blocks of 16: a private-memory trace per
+    block for each setting, and the ratios."""
+    import json
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from benchmarks import trim_memory
+
+    stage = tmp_path / "linearized"
+    stage.mkdir()
+    rows = [dict(ROWS[i % 2], id=f"r{i}") for i in range(40)]
+    pq.write_table(pa.Table.from_pylist(rows), stage / "part-0.parquet")
+    out = tmp_path / "trim.json"
+    argv = ["--lm", llama_dir, "--input", str(stage), "--block", "16"]
+    result = trim_memory.main([*argv, "--set", "generate.max_new_tokens=4", "--json", str(out)])
+    assert json.loads(out.read_text()) == result
+    assert result["section"]["max_new_tokens"] == 4
+    for run in result["runs"].values():
+        assert run["records"] == 40 and len(run["uss_mib"]) == 3  # 16 + 16 + 8
+        assert run["peak_mib"] == max(run["uss_mib"]) > 0
+    assert result["peak_ratio_no_trim_over_trim"] > 0
