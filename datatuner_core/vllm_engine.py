@@ -31,6 +31,29 @@ def available() -> bool:
     return torch.cuda.is_available() and importlib.util.find_spec("vllm") is not None
 
 
+def check_usable(engine: str) -> None:
+    """Fail early, with one line, when `generate.engine: vllm` cannot run: before any stage
+    starts, not after hours of training. vLLM must import here (the workers run the same
+    environment), and without a Ray cluster (`RAY_ADDRESS`) this machine needs a CUDA GPU."""
+    import importlib.util
+    import os
+
+    if engine != "vllm":
+        return
+    if importlib.util.find_spec("vllm") is None:
+        raise ValueError(
+            "generate.engine: vllm needs the [gpu] extra: pip install -e '.[gpu]' "
+            "(or set generate.engine: auto)"
+        )
+    import torch
+
+    if not os.environ.get("RAY_ADDRESS") and not torch.cuda.is_available():
+        raise ValueError(
+            "generate.engine: vllm needs a CUDA GPU and this machine has none (and no "
+            "RAY_ADDRESS names a cluster with one); set generate.engine: auto"
+        )
+
+
 class VLLMEngine:
     """A vLLM `LLM` over the serving export of one trained LM."""
 

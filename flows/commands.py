@@ -89,9 +89,11 @@ def cmd_run(args: argparse.Namespace) -> dict:
     from datatuner_core.bases import check
     from datatuner_core.config import load_config
     from datatuner_core.runs import RunPaths, new_run_id
+    from datatuner_core.vllm_engine import check_usable
 
     config = load_config(args.config, args.overrides)
     check(config)  # one line on a bad config, before Prefect
+    check_usable(config.generate.engine)
     run_id = args.run_id or new_run_id(config.name)
     _before_flow(args, RunPaths(config.storage, run_id).run, f"{args.command}.log")
     from flows.pipeline import pipeline
@@ -232,9 +234,11 @@ def cmd_retrain(args: argparse.Namespace) -> dict:
     from datatuner_core.bases import check
     from datatuner_core.config import load_config
     from datatuner_core.runs import RunPaths, new_run_id
+    from datatuner_core.vllm_engine import check_usable
 
     config = load_config(args.config, args.overrides)
     check(config)  # one line on a bad config, before Prefect
+    check_usable(config.generate.engine)
     run_id = args.run_id or new_run_id(config.name)
     _before_flow(args, RunPaths(config.storage, run_id).run, f"{args.command}.log")
     from flows.retrain import retrain
@@ -247,7 +251,9 @@ def cmd_verbalize(args: argparse.Namespace) -> dict:
 
     if not args.registry and not (args.lm and args.classifier):
         raise UsageError("name the models: --registry URI, or --lm URI and --classifier URI")
-    load_config(None, args.overrides)
+    from datatuner_core.vllm_engine import check_usable
+
+    check_usable(load_config(None, args.overrides).generate.engine)
     from flows.verbalize import input_stage, verbalize
 
     if not args.format and input_stage(args.input) is None:

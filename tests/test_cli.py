@@ -186,3 +186,32 @@ def test_export_serving_writes_the_folded_lm_and_names_a_folder_that_is_no_lm(tm
     assert bad.stderr.strip().splitlines()[-1] == (
         f"datatuner: error: {tmp_path / 'empty'}: not a trained LM (no config.json there)"
     )
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["run", "configs/webnlg-tiny.yaml"],
+        ["verbalize", "--input", "x.jsonl", "--format", "jsonl", "--output", "o", "--lm", "a",
+         "--classifier", "b"],
+    ],
+)  # fmt: skip
+def test_an_engine_that_cannot_run_here_fails_before_anything_starts(args):
+    """`generate.engine: vllm` without the [gpu] extra (or a GPU): one line, exit 1, at once —
+    not after the training. An engine that does not exist is a config error (exit 2)."""
+    import importlib.util
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    if importlib.util.find_spec("vllm") is not None:
+        pytest.skip("vLLM is installed: the [gpu] extra is there")
+    proc = subprocess.run(
+        [sys.executable, "-m", "flows.cli", *args, "--set", "generate.engine=vllm"],
+        cwd=root, capture_output=True, text=True, env=ENV, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 1 and proc.stdout == ""
+    assert proc.stderr.strip().splitlines() == [
+        "datatuner: error: generate.engine: vllm needs the [gpu] extra: pip install -e '.[gpu]' "
+        "(or set generate.engine: auto)"
+    ]
+    bad = run(*args, "--set", "generate.engine=gpu")
+    assert bad.returncode == 2 and "generate.engine" in bad.stderr
