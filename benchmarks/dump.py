@@ -11,7 +11,9 @@ a user runs it. Measured per size:
 - peak private memory (RSS less shared pages: Ray maps its object store into every worker) of
   the driver (the `datatuner` process) and of the rest of its process tree: Ray's workers and
   actors (largest one and sum) and the rest (Ray's own daemons, Prefect's server), polled every
-  0.2 s;
+  0.2 s, and a trace of them (the peak of every `--trace-s` seconds) with the peaks of the first
+  and the second half of the run (memory that grows with the records done is higher in the
+  second; memory that is flat is not);
 - the share of the wall time per stage: ingest, linearize and generate from the manifests'
   timings, `write` (the generate stage writing its blocks) from its manifest, and the rest
   (start-up of Prefect and Ray, model loading);
@@ -88,9 +90,13 @@ def _kind(proc: psutil.Process, driver: int) -> str:
     return "ray_workers" if "ray::" in name or "default_worker.py" in name else "other"
 
 
-def run(cmd: list[str], env: dict, log: Path) -> dict:
-    """Run the CLI; peak RSS by kind over its process tree, polled every 0.2 s."""
+def run(cmd: list[str], env: dict, log: Path, trace_s: float = 10.0) -> dict:
+    """Run the CLI; peak RSS by kind over its process tree, polled every 0.2 s, and a trace:
+    every `trace_s` seconds the peak of each kind since the last trace point."""
     started = time.perf_counter()
+    trace: list[dict] = []
+    window = {"driver": 0, "ray_workers_sum": 0, "ray_worker_max": 0, "other": 0}
+    last = started
     with open(log, "w") as out:
         proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
         root = psutil.Process(proc.pid)
@@ -116,6 +122,12 @@ def run(cmd: list[str], env: dict, log: Path) -> dict:
                 else:
                     now[kind] += rss
             peak = {k: max(peak[k], now[k]) for k in peak}
+            window = {k: max(window[k], now[k]) for k in window}
+            if time.perf_counter() - last >= trace_s:
+                last = time.perf_counter()
+                trace.append({"t": round(last - started, 1),
+                              **{k: round(v / 2**20, 1) for k, v in window.items()}})  # fmt: skip
+                window = dict.fromkeys(window, 0)
             time.sleep(0.2)
     wall = time.perf_counter() - started
     text = log.read_text()
@@ -123,7 +135,18 @@ def run(cmd: list[str], env: dict, log: Path) -> dict:
         raise RuntimeError(f"verbalize failed ({proc.returncode}), see {log}:\n{text[-3000:]}")
     summary = json.loads(next(ln for ln in reversed(text.splitlines()) if ln.startswith("{")))
     return {"wall_s": wall, "peak_rss_mib": {k: round(v / 2**20, 1) for k, v in peak.items()},
-            "summary": summary}  # fmt: skip
+            "summary": summary, "trace": trace}  # fmt: skip
+
+
+def halves(trace: list[dict], wall: float) -> dict:
+    """The peak of each kind over the first and the second half of the run: memory that grows
+    with the records done is higher in the second half; memory that is flat is not."""
+    out = {}
+    for name, keep in (("first", lambda t: t <= wall / 2), ("second", lambda t: t > wall / 2)):
+        points = [p for p in trace if keep(p["t"])]
+        out[name] = {k: max((p[k] for p in points), default=0.0)
+                     for k in ("driver", "ray_worker_max", "ray_workers_sum")}  # fmt: skip
+    return out
 
 
 def stage_seconds(out: Path) -> dict:
@@ -153,6 +176,8 @@ def main(argv: list[str] | None = None) -> int:
         metavar="NAME=KEY=VALUE",
         help="also run each size with these overrides (see the module doc)",
     )
+    parser.add_argument("--trace-s", type=float, default=10.0,
+                        help="seconds between the points of each run's memory trace")  # fmt: skip
     parser.add_argument("--json", help="write the results here")
     parser.add_argument("--keep", help="keep the dumps and outputs under this folder")
     args = parser.parse_args(argv)
@@ -176,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
         cmd = cli_command("verbalize", "--input", str(dump), "--format", "ntriples",
                           "--output", str(out), "--lm", args.lm, "--classifier", args.classifier,
                           *set_argv([*args.set, *extra]))  # fmt: skip
-        result = run(cmd, env, work / f"verbalize-{n}-{variant}.log")
+        result = run(cmd, env, work / f"verbalize-{n}-{variant}.log", args.trace_s)
         stages = stage_seconds(out)
         counts = stages.pop("ingest_counts")
         # ingest counts lines (triples); a subject becomes one record per max_triples triples
@@ -204,6 +229,8 @@ def main(argv: list[str] | None = None) -> int:
             "stage_s": {k: round(v, 1) for k, v in stages.items()},
             "share_of_wall": share,
             "peak_rss_mib": result["peak_rss_mib"],
+            "peak_rss_mib_by_half": halves(result["trace"], wall),
+            "rss_trace_mib": result["trace"],
         }
         ingest_rate = n / max(stages["ingest"] + stages["linearize"], 1e-9)  # subjects/s
         per_subject = generated / n  # records per subject (max_triples splits large ones)
