@@ -42,7 +42,8 @@ CHILD = """
 import json, resource, sys, time
 from datatuner_core.ingest import ingest
 t = time.perf_counter()
-m = ingest("ntriples", sys.argv[1], sys.argv[2], force=True)
+m = ingest("ntriples", sys.argv[1], sys.argv[2], force=True,
+           options={"memory_limit": sys.argv[3]} if len(sys.argv) > 3 else None)
 seconds = time.perf_counter() - t
 print(json.dumps({"counts": m["counts"], "ingest_s": seconds,
                   "self_maxrss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
@@ -100,12 +101,13 @@ def generate(path: Path, n_triples: int, seed: int = 0) -> int:
     return written
 
 
-def measure(dump: Path, out: Path, python: str) -> dict:
-    """Run one ingest in a fresh subprocess; wall time and peak RSS of its process tree."""
+def measure(dump: Path, out: Path, python: str, memory_limit: str | None = None) -> dict:
+    """Run one ingest in a fresh subprocess (DuckDB's `memory_limit`: the reader's default
+    when None); wall time and peak RSS of its process tree."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     start = time.perf_counter()
     proc = subprocess.Popen(
-        [python, "-c", CHILD, str(dump), str(out)],
+        [python, "-c", CHILD, str(dump), str(out), *([memory_limit] if memory_limit else [])],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -136,9 +138,41 @@ def measure(dump: Path, out: Path, python: str) -> dict:
     return {"wall_s": wall, "peak_rss_bytes": peak, **result}
 
 
+def result_row(dump: Path, lines: int, limit: str | None, m: dict) -> dict:
+    counts = m["counts"]
+    assert counts["read"] == lines == counts["written"] + counts["quarantined"], counts
+    return {
+        "triples": lines,
+        "memory_limit": limit or "1GB (default)",
+        "input_bytes": dump.stat().st_size,
+        "records": counts["records"],
+        "quarantined": counts["quarantined"],
+        "wall_s": round(m["wall_s"], 2),
+        "ingest_s": round(m["ingest_s"], 2),
+        "triples_per_s": round(lines / m["ingest_s"]),
+        "peak_rss_mib": round(m["peak_rss_bytes"] / 2**20, 1),
+    }
+
+
+def print_row(row: dict) -> None:
+    print(
+        f"{row['triples']:>12,} triples  {row['records']:>10,} records  "
+        f"{row['ingest_s']:>8.1f}s  {row['triples_per_s']:>9,}/s  "
+        f"peak RSS {row['peak_rss_mib']:>7.1f} MiB  (limit {row['memory_limit']})",
+        flush=True,
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=description(__doc__))
     parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000, 10_000_000])
+    parser.add_argument(
+        "--memory-limits",
+        nargs="+",
+        default=[None],
+        metavar="LIMIT",
+        help="DuckDB memory limits to run each size with, side by side (dataset.ingest_memory)",
+    )
     parser.add_argument("--out", default=str(RESULTS / "ingest.json"))
     parser.add_argument("--python", default=sys.executable, help="interpreter for the children")
     parser.add_argument("--tmp", default=None, help="folder for the dumps and outputs")
@@ -155,26 +189,10 @@ def main(argv: list[str] | None = None) -> int:
             gen_s = time.perf_counter() - t
             mib = dump.stat().st_size / 2**20
             print(f"generated {lines:,} lines ({mib:.0f} MiB) in {gen_s:.1f}s", flush=True)
-            m = measure(dump, work / f"out-{size}", args.python)
-            counts = m["counts"]
-            assert counts["read"] == lines == counts["written"] + counts["quarantined"], counts
-            row = {
-                "triples": lines,
-                "input_bytes": dump.stat().st_size,
-                "records": counts["records"],
-                "quarantined": counts["quarantined"],
-                "wall_s": round(m["wall_s"], 2),
-                "ingest_s": round(m["ingest_s"], 2),
-                "triples_per_s": round(lines / m["ingest_s"]),
-                "peak_rss_mib": round(m["peak_rss_bytes"] / 2**20, 1),
-            }
-            results.append(row)
-            print(
-                f"{row['triples']:>12,} triples  {row['records']:>10,} records  "
-                f"{row['ingest_s']:>8.1f}s  {row['triples_per_s']:>9,}/s  "
-                f"peak RSS {row['peak_rss_mib']:>7.1f} MiB",
-                flush=True,
-            )
+            for limit in args.memory_limits:
+                m = measure(dump, work / f"out-{size}", args.python, limit)
+                results.append(result_row(dump, lines, limit, m))
+                print_row(results[-1])
             if not args.keep:
                 dump.unlink()
             shutil.rmtree(work / f"out-{size}", ignore_errors=True)

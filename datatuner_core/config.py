@@ -60,6 +60,13 @@ class DatasetConfig(_Strict):
     paths: Splits = Field(default_factory=Splits, description="input file/folder URI per split")
     max_records: SplitCaps = Field(default_factory=SplitCaps, description="caps, for quick runs")
     max_triples: int = Field(7, ge=1, description="ntriples: most triples per record")
+    ingest_memory: str = Field(
+        "1GB",
+        pattern=r"^[0-9]+(\.[0-9]+)? ?(KB|MB|GB|TB|KiB|MiB|GiB|TiB)$",
+        description="ntriples: memory DuckDB may hold while it groups the dump by subject, "
+        "e.g. 512MB (beyond it, it spills to a temporary folder): the ingest's peak memory "
+        "stops growing with the dump at this size",
+    )
     holdout_categories: list[str] = Field(
         default_factory=list,
         description="categories whose train and validation records become split "
@@ -68,12 +75,18 @@ class DatasetConfig(_Strict):
     )
 
 
-def reader_options(fmt: str, max_triples: int | None = None) -> dict:
-    """The reader keywords of format `fmt` (only N-Triples takes one: its records' triple cap,
-    `dataset.max_triples`'s default when None)."""
+def reader_options(
+    fmt: str, max_triples: int | None = None, ingest_memory: str | None = None
+) -> dict:
+    """The reader keywords of format `fmt` (only N-Triples takes any: its records' triple cap
+    and DuckDB's memory limit, the `dataset` defaults where None)."""
     if fmt != "ntriples":
         return {}
-    return {"max_triples": max_triples or DatasetConfig.model_fields["max_triples"].default}
+    fields = DatasetConfig.model_fields
+    return {
+        "max_triples": max_triples or fields["max_triples"].default,
+        "memory_limit": ingest_memory or fields["ingest_memory"].default,
+    }
 
 
 class LinearizeConfig(_Strict):

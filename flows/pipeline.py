@@ -28,7 +28,7 @@ def prepare_data(config: PipelineConfig, run: RunPaths) -> dict:
     data = config.dataset
     records = ingest_task(
         data.format, data.paths.model_dump(exclude_none=True), run.stage("records"),
-        reader_options(data.format, data.max_triples),
+        reader_options(data.format, data.max_triples, data.ingest_memory),
         data.max_records.model_dump(),
     )  # fmt: skip
     linearize_task(run.stage("records"), run.stage("linearized"), config.linearize,

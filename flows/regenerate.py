@@ -26,7 +26,7 @@ def regenerate(config_path: str | None = None, overrides: list[str] | None = Non
     work = storage.join_uri(base, "_work", snapshot_id)
     data = config.dataset
     paths = data.paths.model_dump(exclude_none=True)
-    options = reader_options(data.format, data.max_triples)
+    options = reader_options(data.format, data.max_triples, data.ingest_memory)
     records = ingest_task(data.format, paths, storage.join_uri(work, "records"), options,
                           data.max_records.model_dump())  # fmt: skip
     lin = storage.join_uri(work, "linearized")

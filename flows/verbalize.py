@@ -54,7 +54,7 @@ def verbalize(input_uri: str, fmt: str | None, output: str, registry_uri: str | 
     if stage is None:
         if not fmt:
             raise ValueError(f"{input_uri} is not a stage folder: give its --format")
-        options = reader_options(fmt, config.dataset.max_triples)
+        options = reader_options(fmt, config.dataset.max_triples, config.dataset.ingest_memory)
         records_uri = storage.join_uri(work, "records")
         records = ingest_task(fmt, {"all": input_uri}, records_uri, options, {})
     else:

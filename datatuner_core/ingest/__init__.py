@@ -111,7 +111,9 @@ def ingest(
     inputs = [
         i for _, _, files in plan for i in fingerprints.input_fingerprint(files, storage_options)
     ]
-    config = {"format": fmt, "splits": list(sources), "options": options, "max_records": caps}
+    # options that change how a reader works, not what it writes, stay out of the fingerprint
+    kept = {k: v for k, v in options.items() if k not in RESOURCE_OPTIONS}
+    config = {"format": fmt, "splits": list(sources), "options": kept, "max_records": caps}
     fp = fingerprints.fingerprint("ingest", inputs, config, fingerprints.code_version())
     if not force and (done := stage_reader.current_manifest(output_uri, fp, storage_options)):
         return {**done, "skipped": True}
@@ -141,6 +143,9 @@ def ingest(
     _warn_once(output_uri, stats.notes)
     return writer.commit(inputs=inputs, fingerprint=fp, config=config)
 
+
+# Reader options that bound the resources a reader uses and never change its output.
+RESOURCE_OPTIONS = ("memory_limit", "threads", "tmp_dir", "batch_lines")
 
 # Notes that mean some input may not be what the user thinks: warned once per ingest.
 WARN_NOTES = ("duplicate_ids", "xml_errors_outside_entries", "xml_files_without_entries")

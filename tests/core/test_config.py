@@ -39,6 +39,7 @@ def test_defaults_and_overrides():
         (["lm.lr=0"], "config key 'lm.lr': Input should be greater than 0"),
         (["lm.epochs"], "--set expects dotted.key=value"),
         (["name=a/b"], "config key 'name'"),
+        (["dataset.ingest_memory=lots"], "config key 'dataset.ingest_memory'"),
     ],
 )
 def test_bad_config_names_the_key(overrides, message):
@@ -63,3 +64,15 @@ def test_cpu_presets_checkpoint_both_trainings_within_200_steps(name):
     config = load_config(REPO / "configs" / f"{name}.yaml")
     for section in (config.lm, config.classifier):
         assert section.checkpoint_every is not None and 0 < section.checkpoint_every <= 200
+
+
+def test_reader_options_carry_the_dataset_section():
+    from datatuner_core.config import reader_options
+
+    config = load_config(None, ["dataset.ingest_memory=512MB", "dataset.max_triples=5"])
+    data = config.dataset
+    assert reader_options("ntriples", data.max_triples, data.ingest_memory) == {
+        "max_triples": 5, "memory_limit": "512MB",
+    }  # fmt: skip
+    assert reader_options("ntriples") == {"max_triples": 7, "memory_limit": "1GB"}
+    assert reader_options("webnlg", 5, "512MB") == {}

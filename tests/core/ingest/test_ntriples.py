@@ -369,3 +369,23 @@ def test_a_line_over_the_limit_in_a_gz_is_one_quarantine_row(tmp_path, monkeypat
         "O1",
         "O2",
     ]
+
+
+def test_the_memory_limit_bounds_duckdb_and_never_changes_the_stage(stage, tmp_path):
+    """`memory_limit` (`dataset.ingest_memory`): the same records under a small limit, and a
+    stage made under one limit is current under another (resource options are not part of the
+    fingerprint); a changed `max_triples` is a new stage."""
+    base, out, _ = stage
+    small = ingest("ntriples", str(base / "dump.nt"), str(tmp_path / "small"),
+                   options={"max_triples": 7, "memory_limit": "32MB"})  # fmt: skip
+    assert read_stage(str(tmp_path / "small")).to_pylist() == read_stage(str(out)).to_pylist()
+    assert small["counts"] == read_manifest(str(out))["counts"]
+    again = ingest("ntriples", str(base / "dump.nt"), str(tmp_path / "small"),
+                   options={"max_triples": 7, "memory_limit": "2GB", "threads": 1})  # fmt: skip
+    assert again.get("skipped") is True and again["fingerprint"] == small["fingerprint"]
+    other = ingest("ntriples", str(base / "dump.nt"), str(tmp_path / "small"),
+                   options={"max_triples": 3, "memory_limit": "32MB"})  # fmt: skip
+    assert not other.get("skipped") and other["fingerprint"] != small["fingerprint"]
+    with pytest.raises(Exception, match="(?i)memory"):
+        ingest("ntriples", str(base / "dump.nt"), str(tmp_path / "bad"),
+               options={"memory_limit": "lots"})  # fmt: skip
