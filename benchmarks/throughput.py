@@ -42,9 +42,9 @@ def per_record_beam_search(gen, linearized: str) -> list[tuple[str, float]]:
     """The original's decoder for one record: at each step every live hypothesis is re-encoded
     whole (prompt + its tokens so far: no cache), the live ones batched. The step's candidates
     are ranked as `transformers` ranks them: the best `2 x beams` continuations; one that ends
-    (`<eos>`) among the first `beams` is complete, the others refill the `beams` live ones; it
-    stops when `beams` are complete or at the budget. Score: sum of log-probabilities / (tokens
-    with `<eos>`) ** length_penalty."""
+    (`<eos>`) among the first `beams` is complete, the others refill the `beams` live ones; at
+    the budget the first `beams` end as they are; it stops when `beams` are complete. Score:
+    sum of log-probabilities / (tokens with `<eos>`) ** length_penalty."""
     import torch
 
     from datatuner_core.state_lm import embed_with_states
@@ -62,19 +62,18 @@ def per_record_beam_search(gen, linearized: str) -> list[tuple[str, float]]:
         totals = (logp + torch.tensor([[total] for _, total in live])).flatten()
         top = totals.topk(2 * width)
         vocab = logp.size(-1)
-        nxt = []
+        nxt, last = [], step == budget - 1  # at the budget the best `beams` end as they are
         for rank, (value, flat) in enumerate(zip(top.values.tolist(), top.indices.tolist())):
             toks, token = live[flat // vocab][0], flat % vocab
-            if token == eos:
+            if token == eos or last:
                 if rank < width:
-                    done.append((toks, value / (len(toks) + 1) ** gen.length_penalty))
+                    text = toks if token == eos else toks + [token]
+                    done.append((text, value / (len(toks) + 1) ** gen.length_penalty))
             elif len(nxt) < width:
                 nxt.append((toks + [token], value))
         live = nxt
         if len(done) >= width:
             break
-    if len(done) < width:  # the budget ran out: the live ones count as they are
-        done += [(toks, total / len(toks) ** gen.length_penalty) for toks, total in live]
     best = sorted(done, key=lambda d: -d[1])[:width]
     return [(gen.tokenizer.decode(t, skip_special_tokens=True).strip(), s) for t, s in best]
 
