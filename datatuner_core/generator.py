@@ -26,7 +26,7 @@ from .quantize import quantize_int8
 _DECODING_KEYS = ("beams", "max_new_tokens", "batch_size", "batch_tokens", "rerank", "weight",
                   "coverage", "label_first", "length_penalty", "repetition_penalty",
                   "no_repeat_ngram", "coverage_decoding", "coverage_max_hold", "coverage_bonus",
-                  "verdict", "max_new_tokens_ratio", "max_new_tokens_slack")  # fmt: skip
+                  "verdict", "max_new_tokens_ratio", "max_new_tokens_slack", "search")  # fmt: skip
 
 
 def model_version(uri: str) -> str:
@@ -59,7 +59,7 @@ class Generator:
             torch.set_num_threads(threads)
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
         self._copies: list = []  # temporary local copies of remote models, kept while in use
-        self._load_lm(lm_uri, cfg.int8, storage_options)
+        self._load_lm(lm_uri, cfg.int8, storage_options, cfg.dtype)
         self.engine_name, self.engine_why = resolve_engine(cfg, self.device == "cuda")
         self._engine = None  # a batch engine (vllm); None = hf `generate`
         if self.device == "cuda":  # on a CPU it is always hf: nothing to say
@@ -75,8 +75,10 @@ class Generator:
         self.scorer = None
         self.version = self._load_classifier(lm_uri, classifier_uri, storage_options)
 
-    def _load_lm(self, lm_uri: str, int8: bool, storage_options: dict | None) -> None:
-        """The tokenizer and the LM (bf16 on a GPU, float32 or `int8` on a CPU), the
+    def _load_lm(
+        self, lm_uri: str, int8: bool, storage_options: dict | None, dtype: str = "auto"
+    ) -> None:
+        """The tokenizer and the LM (in `resolve_dtype`'s dtype, or `int8` on a CPU), the
         linearization mode its training card records, its special tokens and its context."""
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -86,9 +88,14 @@ class Generator:
 
         lm_dir = storage.local_dir(lm_uri, self._copies, storage_options)
         self.tokenizer = AutoTokenizer.from_pretrained(lm_dir, trust_remote_code=False)
-        dtype = torch.bfloat16 if self.device == "cuda" else torch.float32
+        name, why = resolve_dtype(dtype, self.device == "cuda")
+        if why:
+            import sys
+
+            print(f"[generate] LM in {name} ({why})", file=sys.stderr)
+        self.lm_dtype = name  # the resolved dtype (cfg.dtype says what was asked)
         self.model = AutoModelForCausalLM.from_pretrained(
-            lm_dir, use_safetensors=True, trust_remote_code=False, dtype=dtype
+            lm_dir, use_safetensors=True, trust_remote_code=False, dtype=getattr(torch, name)
         ).to(self.device)
         self.model.eval()
         self.int8 = bool(int8) and self.device == "cpu"
@@ -167,6 +174,9 @@ class Generator:
         pad = self.vocab.pad
         input_ids, types, mask = (t.to(self.device) for t in _left_pad(prompts, pad))
         prompt = generation_inputs(self.model, input_ids, types)  # E[ids] + E[states]
+        coverage = self._coverage_processor(entities, len(prompts), coverage_decoding)
+        if self._own_search_serves(coverage):
+            return self._own_beam_search(prompt["inputs_embeds"], mask, max_new_tokens)
         with torch.inference_mode(), text_state(self.model, self.vocab.text):
             out = self.model.generate(
                 **prompt,
@@ -183,9 +193,39 @@ class Generator:
                 pad_token_id=pad,
                 output_scores=True,
                 return_dict_in_generate=True,
-                **self._coverage_processor(entities, len(prompts), coverage_decoding),
+                **coverage,
             )
         return self._beams_of(out, input_ids.size(1), len(prompts))
+
+    def _own_search_serves(self, coverage: dict) -> bool:
+        """Whether `beam_search.beam_search` runs this batch (`generate.search: own`, plain
+        decoding: no logits processor, n-gram ban or repetition penalty)."""
+        return (self.search == "own" and not coverage and not self.no_repeat_ngram
+                and self.repetition_penalty == 1.0)  # fmt: skip
+
+    def _own_beam_search(self, embeds, mask, max_new_tokens: int | None) -> list[list[tuple]]:
+        """Per prompt, `beams` (text, score) from the shrinking-batch beam search."""
+        import torch
+
+        from .beam_search import beam_search
+
+        embed = self.model.get_input_embeddings()
+        with torch.inference_mode():
+            text = embed(torch.tensor([self.vocab.text], device=self.device))[0]  # [H]
+
+        def step_embed(ids):  # a generated token has the <text> state
+            return (embed(ids) + text)[:, None]
+
+        found = beam_search(
+            self.model, embeds, mask, beams=self.beams,
+            budget=max_new_tokens or self.max_new_tokens, eos=self.vocab.eos,
+            length_penalty=self.length_penalty, step_embed=step_embed,
+        )  # fmt: skip
+        decode = self.tokenizer.decode
+        return [
+            [(decode(tokens, skip_special_tokens=True).strip(), score) for tokens, score in beams]
+            for beams in found
+        ]
 
     def _candidates(self, prompts, max_new_tokens: int, entities) -> list[list[tuple]]:
         """Per prompt, `beams` (text, score): from the engine (`generate.engine`)."""
@@ -391,6 +431,30 @@ def release_freed_memory() -> bool:
 
 
 _MALLOC_TRIM = None  # glibc's malloc_trim, looked up once; False where there is none
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX tiles): elsewhere torch
+    emulates it, slower than float32."""
+    import torch
+
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(bool(getattr(torch.cpu, p, lambda: False)()) for p in probes)
+
+
+def resolve_dtype(dtype: str, cuda: bool, native_bf16: bool | None = None) -> tuple[str, str]:
+    """(torch dtype name, why when it is not what was asked or not the obvious default) for
+    `generate.dtype` on this hardware: auto = bfloat16 on a GPU and float32 on a CPU; bfloat16
+    on a CPU only where it is native (`cpu_has_bf16`)."""
+    if dtype == "auto":
+        return ("bfloat16", "") if cuda else ("float32", "")
+    if dtype == "bfloat16" and not cuda:
+        if native_bf16 is None:
+            native_bf16 = cpu_has_bf16()
+        if not native_bf16:
+            return "float32", "generate.dtype bfloat16 asked, but this CPU has no native bf16"
+        return "bfloat16", "generate.dtype bfloat16, native on this CPU"
+    return dtype, ""
 
 
 def resolve_engine(cfg: GenerateConfig, cuda: bool) -> tuple[str, str]:

@@ -85,7 +85,7 @@ def test_plain_decoder_ends_early_coverage_decoding_mentions_every_entity(llama_
 @pytest.mark.parametrize("beams", [1, 3])
 def test_on_an_entity_it_cannot_complete_it_stops_within_its_bound(llama_dir, beams):
     row = {**ROW, "entities": ["Zyxwvut Qqqqq"]}
-    _, plain = new_tokens(generator(llama_dir, beams), row)
+    _, plain = new_tokens(generator(llama_dir, beams, search="hf"), row)  # spied on `generate`
     assert plain[0] == 1  # the top beam: <eos> at once
     gen = generator(llama_dir, beams, coverage_decoding=True, coverage_max_hold=5)
     out, held = new_tokens(gen, row)

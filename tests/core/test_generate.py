@@ -90,15 +90,20 @@ def test_new_token_cap_follows_the_prompt_and_keeps_each_record_its_own(llama_di
     for row in rows:  # each record alone: the same beams as within the block
         (alone,) = capped.generate_rows([row])
         assert [c["text"] for c in alone["candidates"]] == [c["text"] for c in together[row["id"]]]
-    # each batch's beam search was given its records' cap (a spy on the real generate call)
-    budgets, generate = [], capped.model.generate
+    # each batch's beam search was given its records' cap (a spy on the real search)
+    from datatuner_core import beam_search as search_module
 
-    def spy(**kwargs):
-        budgets.append((kwargs["inputs_embeds"].shape[0], kwargs["max_new_tokens"]))
-        return generate(**kwargs)
+    budgets, search = [], search_module.beam_search
 
-    capped.model.generate = spy
-    capped.generate_rows(rows)
+    def spy(model, embeds, mask, **kwargs):
+        budgets.append((embeds.shape[0], kwargs["budget"]))
+        return search(model, embeds, mask, **kwargs)
+
+    search_module.beam_search = spy
+    try:
+        capped.generate_rows(rows)
+    finally:
+        search_module.beam_search = search
     assert sorted(budgets) == sorted((len(c), capped.new_token_cap(c[0][0])) for c in chunks)
     tok = capped.tokenizer
     for c in together["b"]:  # no more tokens than its cap
@@ -176,3 +181,61 @@ def test_batch_tokens_cuts_batches_of_long_records_and_keeps_every_record(llama_
     for row in rows:  # every record, with the beams it gets alone
         (alone,) = free.generate_rows([row])
         assert texts[row["id"]] == [c["text"] for c in alone["candidates"]]
+
+
+def test_dtype_is_resolved_for_the_hardware():
+    """`generate.dtype`: auto = bf16 on a GPU, float32 on a CPU; bf16 on a CPU only where the
+    CPU computes it natively, with the reason in the log otherwise; never with int8."""
+    from pydantic import ValidationError
+
+    from datatuner_core.config import GenerateConfig
+    from datatuner_core.generator import resolve_dtype
+
+    assert resolve_dtype("auto", cuda=True) == ("bfloat16", "")
+    assert resolve_dtype("auto", cuda=False) == ("float32", "")
+    assert resolve_dtype("float32", cuda=True) == ("float32", "")
+    assert resolve_dtype("bfloat16", cuda=False, native_bf16=True)[0] == "bfloat16"
+    name, why = resolve_dtype("bfloat16", cuda=False, native_bf16=False)
+    assert name == "float32" and "no native bf16" in why
+    with pytest.raises(ValidationError, match="int8"):
+        GenerateConfig(dtype="bfloat16", int8=True)
+    # a stage made before the key existed stays current at its default; bf16 is a new stage
+    assert "dtype" not in GenerateConfig().decoding()
+    assert GenerateConfig(dtype="bfloat16").decoding()["dtype"] == "bfloat16"
+
+
+def test_bf16_generator_on_a_cpu_with_native_bf16(llama_dir, capsys):
+    """The LM in bf16 on a CPU (where it is native: this CPU's own answer decides what is
+    checked): the weights are bf16, every record gets its beams with finite, ordered scores,
+    the state path included."""
+    import math
+
+    from datatuner_core.generator import cpu_has_bf16
+
+    gen = Generator(llama_dir, None, beams=3, max_new_tokens=6, rerank=False, threads=1,
+                    dtype="bfloat16")  # fmt: skip
+    native = cpu_has_bf16()
+    want = torch.bfloat16 if native else torch.float32
+    assert {p.dtype for p in gen.model.parameters()} == {want}
+    assert gen.lm_dtype == str(want).removeprefix("torch.")
+    assert "LM in" in capsys.readouterr().err
+    rows = gen.generate_rows(ROWS)
+    assert [len(r["candidates"]) for r in rows] == [3, 3, 0]
+    for r in rows[:2]:
+        scores = [c["lm_score"] for c in r["candidates"]]
+        assert all(math.isfinite(s) for s in scores) and scores == sorted(scores, reverse=True)
+
+
+@pytest.mark.parametrize("beams", [1, 3])
+def test_own_search_gives_the_candidates_of_generate(llama_dir, beams):
+    """`generate.search: own` (the default) against `hf` on the same rows: the same candidates
+    in the same order, the same scores, the empty row's error kept."""
+    kw = {"beams": beams, "max_new_tokens": 8, "rerank": False, "threads": 1}
+    own = Generator(llama_dir, None, search="own", **kw).generate_rows(ROWS)
+    hf = Generator(llama_dir, None, search="hf", **kw).generate_rows(ROWS)
+    for a, b in zip(own, hf, strict=True):
+        assert [c["text"] for c in a["candidates"]] == [c["text"] for c in b["candidates"]]
+        assert [c["lm_score"] for c in a["candidates"]] == pytest.approx(
+            [c["lm_score"] for c in b["candidates"]], abs=1e-4
+        )
+        assert a["error"] == b["error"]
