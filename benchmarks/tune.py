@@ -6,6 +6,8 @@
         --settings "64,none 64,1.0 96,1.0"
     python -m benchmarks.tune length-sort --run RUN --lm LM --records 256 --beams 3
     python -m benchmarks.tune actors --run RUN --lm LM --classifier CLF --records 512 --actors "1 2"
+    python -m benchmarks.tune dtype --run RUN --lm LM --classifier CLF --records 200 \\
+        --preset configs/webnlg-smol.yaml --dtypes "float32 bfloat16"
 
 RUN is a run folder (`runs/{run_id}`: its linearized stage is sampled, seeded, the same records
 every time), LM and CLF model version folders. Each setting runs in this one process on the same
@@ -19,6 +21,9 @@ records, so the figures compare; `--out FILE` writes the JSON result beside prin
   `--repeats` times; the sort must change speed, not texts (`identical_candidates`).
 - `actors`: the Ray Data stage with N actors (threads split among them), e.g. "1 2 1", alternating
   `--repeats` times; 1 and 2 threads sum floats in another order, so a near-tie may break apart.
+- `dtype`: the preset's whole `generate` section in process with each `generate.dtype` (the LM's
+  weights and arithmetic: float32, bfloat16), alternating `--repeats` times; speed, BLEU, top-beam
+  BLEU, coverage error and how many texts equal the first setting's.
 """
 
 from __future__ import annotations
@@ -226,6 +231,43 @@ def actors(args) -> None:
     emit_result(result, args.out)
 
 
+def dtype(args) -> None:
+    """The preset's generate section, in process, once per dtype (alternating `--repeats`)."""
+    from datatuner_core import evaluate
+    from datatuner_core.config import load_config
+    from datatuner_core.generator import Generator
+
+    rows = sample_rows(args.run, args.split, args.records)
+    section = load_config(args.preset).generate
+    results, first = [], None
+    for _ in range(args.repeats):
+        for name in args.dtypes.split():
+            gen = Generator(args.lm, args.classifier, section, dtype=name, threads=args.threads,
+                            rerank=args.classifier is not None)  # fmt: skip
+            out, seconds = timed(gen.generate_rows, rows)
+            metrics = evaluate.evaluate_generations(out)
+            first = first or {r["id"]: r["text"] for r in out}
+            results.append({
+                "dtype": name, "resolved": gen.lm_dtype, "seconds": round(seconds, 1),
+                "records_per_s": round(len(out) / seconds, 3), "bleu": metrics["bleu"],
+                "bleu_top_beam": metrics["top_beam"]["bleu"],
+                "coverage_error": evaluate.headline(metrics)["coverage_error"],
+                "same_texts_as_first": same_count(first, out),
+            })  # fmt: skip
+            print(json.dumps(results[-1]), flush=True)
+            del gen
+    by = {}
+    for r in results:
+        by.setdefault(r["dtype"], []).append(r["seconds"])
+    base = args.dtypes.split()[0]
+    result = {
+        "records": len(rows), "preset": args.preset, "threads": args.threads,
+        "classifier": args.classifier is not None, "results": results,
+        "speedup_over_first": {k: round(sum(by[base]) / sum(v), 2) for k, v in by.items()},
+    }  # fmt: skip
+    emit_result(result, args.out)
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m benchmarks.tune", description=description(__doc__))
     sub = p.add_subparsers(dest="command", required=True)
@@ -247,6 +289,12 @@ def parser() -> argparse.ArgumentParser:
     a.add_argument("--classifier", default=None, help="rerank with it (else the top beam)")
     a.add_argument("--actors", default="1 2", help="actor counts; one may repeat: '1 2 1'")
     a.add_argument("--ratio", type=float, default=None, help="generate.max_new_tokens_ratio")
+    t = add_dev_flags(sub.add_parser("dtype", help="generate.dtype settings"), 200, False)
+    t.add_argument("--classifier", default=None, help="rerank with it (else the top beam)")
+    t.add_argument("--preset", default="configs/webnlg-smol.yaml", help="its generate section")
+    t.add_argument("--dtypes", default="float32 bfloat16", help="generate.dtype values")
+    t.add_argument("--repeats", type=int, default=1)
+    t.add_argument("--threads", type=int, default=2)
     for q, order in ((s, "random"), (a, "source")):
         q.add_argument("--max-new-tokens", type=int, default=64)
         q.add_argument("--repeats", type=int, default=1)
@@ -257,7 +305,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 COMMANDS = {"decoding": decoding, "new-token-cap": new_token_cap, "length-sort": length_sort,
-            "actors": actors}  # fmt: skip
+            "actors": actors, "dtype": dtype}  # fmt: skip
 
 
 def main(argv=None) -> int:

@@ -82,7 +82,7 @@ def test_generation_sorts_records_by_length_and_keeps_every_text(trained_run):
     root, summary = trained_run
     generations = stage_reader.read_stage(summary["generations"]).to_pylist()
     lengths = [len(g["linearized"]) for g in generations]
-    assert lengths == sorted(lengths)  # generate.length_sort (default): one Ray Data sort
+    assert lengths == sorted(lengths)  # generate.length_sort (default): the split fits a window
     assert json.loads((root / "runs" / "run1" / "generations" / "_manifest.json").read_text())[
         "config"
     ]["length_sort"]
@@ -382,6 +382,20 @@ def test_quality_and_decoding_benchmarks_read_a_real_run(trained_run, tmp_path):
     with pytest.raises(SystemExit, match="test split"):
         tune.main(["new-token-cap", "--run", str(root / "runs" / "run1"), "--lm", str(lm_dir),
                    "--split", "test"])  # fmt: skip
+
+    # tune dtype: the preset's generate section per dtype; float32 twice gives the same texts,
+    # bf16 is what this CPU resolves it to (float32 where it has no native bf16)
+    from datatuner_core.generator import cpu_has_bf16
+
+    result = tmp_path / "dtype.json"
+    tune.main(["dtype", "--run", str(root / "runs" / "run1"), "--lm", str(lm_dir),
+               "--classifier", str(clf_dir), "--records", "4", "--dtypes",
+               "float32 bfloat16 float32", "--out", str(result)])  # fmt: skip
+    runs = json.loads(result.read_text())["results"]
+    assert [r["resolved"] for r in runs] == [
+        "float32", "bfloat16" if cpu_has_bf16() else "float32", "float32"
+    ]  # fmt: skip
+    assert runs[2]["same_texts_as_first"] == 4 and runs[2]["bleu"] == runs[0]["bleu"]
 
     # tune actors: the real stage with 1, 2 and again 1 actor; every record written
     # each time, and 1 actor twice gives the same texts and candidates (the comparison's base)
