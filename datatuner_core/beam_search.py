@@ -32,6 +32,19 @@ def _positions(mask: torch.Tensor) -> torch.Tensor:
     return pos.masked_fill(mask == 0, 1)
 
 
+def _last_logits_only(model) -> dict:
+    """`logits_to_keep=1` where the forward takes it: the output layer runs on each row's last
+    position only. On a prompt of T tokens the full logits are a [B, T, vocab] tensor the search
+    never reads (SmolLM2: 49k columns, a fifth of the prompt's FLOPs and B x T x 196 KB)."""
+    import inspect
+
+    return (
+        {"logits_to_keep": 1}
+        if "logits_to_keep" in inspect.signature(model.forward).parameters
+        else {}
+    )
+
+
 def _cache_keyword(model) -> str:
     """The forward's name for the KV cache: `cache` (transformers >= 5.2x), else the older
     `past_key_values`."""
@@ -64,8 +77,9 @@ def beam_search(
     step_embed = step_embed or (lambda ids: embed(ids[:, None]))
     n = prompt_embeds.size(0)
     cache = {_cache_keyword(model): DynamicCache(config=model.config)}
+    last = _last_logits_only(model)
     out = model(inputs_embeds=prompt_embeds, attention_mask=mask, position_ids=_positions(mask),
-                use_cache=True, **cache)  # fmt: skip
+                use_cache=True, **cache, **last)  # fmt: skip
     logp = out.logits[:, -1].float().log_softmax(-1)  # [B, V]
     vocab = logp.size(-1)
     # every record starts from one live hypothesis (its prompt)
@@ -115,6 +129,6 @@ def beam_search(
         last_pos = last_pos.index_select(0, index) + 1
         ids = torch.tensor(tokens, device=device)
         out = model(inputs_embeds=step_embed(ids), attention_mask=mask,
-                    position_ids=last_pos[:, None], use_cache=True, **cache)  # fmt: skip
+                    position_ids=last_pos[:, None], use_cache=True, **cache, **last)  # fmt: skip
         logp = out.logits[:, -1].float().log_softmax(-1)
     return [sorted(d, key=lambda x: -x[1])[:beams] for d in done]

@@ -111,3 +111,22 @@ def test_complete_records_leave_the_batch(tok):  # noqa: F811
     assert all(len(b) == 3 for b in found)
     want = _hf(model, ids, embeds, mask, 3, 10, eos)
     assert [[t for t, _ in b] for b in found] == [[t for t, _ in b] for b in want]
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama"])
+def test_the_output_layer_runs_on_the_last_position_only(tok, arch):  # noqa: F811
+    """The prompt's forward asks for the last position's logits only (`logits_to_keep=1`): the
+    full [records, tokens, vocab] logits are never made, and the beams are `generate`'s."""
+    model = (gpt2 if arch == "gpt2" else llama)(tok, seed=5)
+    ids, embeds, mask = _prompts(model, [4, 9, 6, 12, 7])
+    shapes: list[tuple] = []
+    hook = model.register_forward_hook(lambda _m, _a, out: shapes.append(tuple(out.logits.shape)))
+    try:
+        got = beam_search(model, embeds, mask, beams=3, budget=6, eos=2)
+    finally:
+        hook.remove()
+    vocab = model.config.vocab_size
+    assert shapes[0] == (5, 1, vocab)  # the prompt: not (5, 12, vocab)
+    assert all(s[1] == 1 for s in shapes)
+    want = _hf(model, ids, embeds, mask, 3, 6, 2)
+    assert [[t for t, _ in b] for b in got] == [[t for t, _ in b] for b in want]

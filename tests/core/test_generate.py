@@ -9,6 +9,7 @@ import torch
 from datatuner_core.generator import Generator
 
 from .test_state_lm import DATA, llama
+from .test_state_lm import tok as tok  # noqa: F401 - a fixture
 
 
 @pytest.fixture(scope="module")
@@ -239,3 +240,31 @@ def test_own_search_gives_the_candidates_of_generate(llama_dir, beams):
             [c["lm_score"] for c in b["candidates"]], abs=1e-4
         )
         assert a["error"] == b["error"]
+
+
+def test_gpt2s_gelu_is_fused_for_inference_with_the_same_outputs(tok, tmp_path):  # noqa: F811
+    """`fuse_tanh_gelu`: GPT-2's elementwise `gelu_new` becomes one kernel of the same formula
+    (one per block); logits equal to float rounding; a Llama (SiLU) is left as it is; the
+    Generator fuses the LM it loads."""
+    from transformers.activations import NewGELUActivation, PytorchGELUTanh
+
+    from datatuner_core.generator import fuse_tanh_gelu
+
+    from .test_state_lm import gpt2
+
+    model = gpt2(tok, seed=2)
+    ids = torch.randint(5, model.config.vocab_size, (3, 11))
+    with torch.no_grad():
+        before = model(input_ids=ids).logits
+    assert fuse_tanh_gelu(model) == model.config.n_layer
+    assert not any(type(m) is NewGELUActivation for m in model.modules())
+    assert sum(type(m) is PytorchGELUTanh for m in model.modules()) == model.config.n_layer
+    with torch.no_grad():
+        after = model(input_ids=ids).logits
+    assert torch.allclose(before, after, atol=1e-5)
+    assert fuse_tanh_gelu(llama(tok, seed=2)) == 0
+    gpt2(tok, seed=2).save_pretrained(tmp_path)
+    tok.save_pretrained(tmp_path)
+    gen = Generator(str(tmp_path), None, beams=1, max_new_tokens=4, rerank=False, threads=1)
+    assert gen.fused_gelu == model.config.n_layer
+    assert sum(type(m) is PytorchGELUTanh for m in gen.model.modules()) == model.config.n_layer
