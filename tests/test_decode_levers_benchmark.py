@@ -9,12 +9,12 @@ import pyarrow.parquet as pq
 
 from benchmarks.decode_levers import SETTINGS, main
 
-from .core.test_state_lm import DATA, gpt2, tok  # noqa: F401 - tok: a fixture
+from .core.test_state_lm import DATA, gpt2_gelu_new, tok  # noqa: F401 - tok: a fixture
 
 
 def test_the_three_settings_run_side_by_side_with_the_same_texts(tok, tmp_path):  # noqa: F811
     lm_dir = tmp_path / "lm"
-    model = gpt2(tok, seed=4)
+    model = gpt2_gelu_new(tok, seed=4)  # a model built before the fused GELU
     model.save_pretrained(lm_dir)
     tok.save_pretrained(lm_dir)
     stage = tmp_path / "linearized"
@@ -29,6 +29,7 @@ def test_the_three_settings_run_side_by_side_with_the_same_texts(tok, tmp_path):
     assert set(settings) == set(SETTINGS)
     assert settings["before"]["fused_gelu_modules"] == 0
     assert settings["last_logits"]["fused_gelu_modules"] == 0
+    assert settings["fused_gelu"]["fused_gelu_modules"] == model.config.n_layer
     assert settings["now"]["fused_gelu_modules"] == model.config.n_layer
     assert all(s["texts_equal_to_now"] == 24 for s in settings.values())
     assert all(s["peak_rss_mib"][0] > 50 for s in settings.values())

@@ -130,3 +130,46 @@ def test_the_output_layer_runs_on_the_last_position_only(tok, arch):  # noqa: F8
     assert all(s[1] == 1 for s in shapes)
     want = _hf(model, ids, embeds, mask, 3, 6, 2)
     assert [[t for t, _ in b] for b in got] == [[t for t, _ in b] for b in want]
+
+
+def test_holes_left_by_complete_records_are_filled_from_the_end():
+    from datatuner_core.beam_search import _fill_holes
+
+    assert _fill_holes([0, 1, 2, 3, 4], {0: 1, 2: 1, 4: 1}) == [0, 4, 2]  # 4 moves, 2 stays
+    assert _fill_holes([3, 1, 2], {3: 1, 1: 1, 2: 1}) == [3, 1, 2]  # nothing complete
+    assert _fill_holes([3, 1, 2], {}) == []
+    assert _fill_holes([0, 1, 2, 3], {2: 1, 3: 1}) == [2, 3]  # both move up, in order
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama"])
+def test_the_search_runs_on_its_own_cache_with_one_copy_per_step(tok, arch):  # noqa: F811
+    """The cache is `_GrowingLayer`s (no `torch.cat` of the whole cache per step), its rows
+    follow the beams and the records that leave as `DynamicCache`'s do: the same beams and
+    scores as `generate` with records ending at different steps (more than one batch slot
+    refilled), and the prompt part copied into a row only when the row changes record."""
+    from datatuner_core import beam_search as bs
+
+    model = gpt2(tok, seed=5) if arch == "gpt2" else llama(tok, seed=1)
+    ids, embeds, mask = _prompts(model, [4, 9, 6, 12, 7, 5, 8])
+    # llama: whole records complete early (their slots refilled); gpt2: texts end at varied steps
+    eos = _varied_eos(model, ids, embeds, mask, 3, 10, early=arch == "llama")
+    made = []
+    real = bs._growing_cache
+
+    def spy(model, capacity, rows):
+        cache = real(model, capacity, rows)
+        made.append(cache)
+        return cache
+
+    bs._growing_cache = spy
+    try:
+        got = beam_search(model, embeds, mask, beams=3, budget=10, eos=eos)
+    finally:
+        bs._growing_cache = real
+    layers = made[0].layers
+    assert all(type(layer).__name__ == "GrowingLayer" for layer in layers)
+    assert all(layer.prompt == 12 and layer.capacity == 22 for layer in layers)
+    want = _hf(model, ids, embeds, mask, 3, 10, eos)
+    assert [[t for t, _ in b] for b in got] == [[t for t, _ in b] for b in want]
+    for g, w in zip(got, want, strict=True):
+        assert [s for _, s in g] == pytest.approx([s for _, s in w], abs=1e-4)

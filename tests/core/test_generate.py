@@ -250,9 +250,10 @@ def test_gpt2s_gelu_is_fused_for_inference_with_the_same_outputs(tok, tmp_path):
 
     from datatuner_core.generator import fuse_tanh_gelu
 
-    from .test_state_lm import gpt2
+    from .test_state_lm import gpt2, gpt2_gelu_new
 
-    model = gpt2(tok, seed=2)
+    assert fuse_tanh_gelu(gpt2(tok, seed=2)) == 0  # scratch models are built fused
+    model = gpt2_gelu_new(tok, seed=2)  # as models trained before were
     ids = torch.randint(5, model.config.vocab_size, (3, 11))
     with torch.no_grad():
         before = model(input_ids=ids).logits
@@ -263,7 +264,7 @@ def test_gpt2s_gelu_is_fused_for_inference_with_the_same_outputs(tok, tmp_path):
         after = model(input_ids=ids).logits
     assert torch.allclose(before, after, atol=1e-5)
     assert fuse_tanh_gelu(llama(tok, seed=2)) == 0
-    gpt2(tok, seed=2).save_pretrained(tmp_path)
+    gpt2_gelu_new(tok, seed=2).save_pretrained(tmp_path)
     tok.save_pretrained(tmp_path)
     gen = Generator(str(tmp_path), None, beams=1, max_new_tokens=4, rerank=False, threads=1)
     assert gen.fused_gelu == model.config.n_layer

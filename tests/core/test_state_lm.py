@@ -38,6 +38,16 @@ def gpt2(tok, seed=0):
     return lm.build_lm("scratch:tiny", tok, shape=(2, 64, 2)).eval()
 
 
+def gpt2_gelu_new(tok, seed=0):
+    """`gpt2` as scratch models were built before `gelu_pytorch_tanh`: GPT-2's `gelu_new`."""
+    import transformers
+
+    config = gpt2(tok).config
+    config.activation_function = "gelu_new"
+    torch.manual_seed(seed)
+    return transformers.GPT2LMHeadModel(config).eval()
+
+
 def llama(tok, seed=0):
     import transformers
 
