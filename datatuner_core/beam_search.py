@@ -32,9 +32,13 @@ def _positions(mask: torch.Tensor) -> torch.Tensor:
     return pos.masked_fill(mask == 0, 1)
 
 
+GROW_TOKENS = 16  # the cache's first room for new tokens; it then doubles when full
+
+
 class _GrowingLayer:
-    """One layer's KV cache in two preallocated buffers of `capacity` tokens (ping-pong), for
-    beam search. A step writes its token in place (no `torch.cat` of the whole cache), and the
+    """One layer's KV cache in two preallocated buffers of `capacity` tokens (ping-pong; the
+    generated part's room doubles when full, so memory follows the texts' length), for beam
+    search. A step writes its token in place (no `torch.cat` of the whole cache), and the
     beams' reorder copies the **generated** part of each row from its parent into the other
     buffer; the prompt part (the first `prompt` positions, the same for every beam of a record)
     is copied only into rows that held another record's prompt (after a record leaves the batch,
@@ -65,11 +69,13 @@ class _GrowingLayer:
             self._records[0][:b] = torch.arange(b, device=self.device)
             self.n, self.prompt = b, t
         keys, values = self._buffers[0]
-        if self.length + t > keys.size(2):  # past the capacity (not on the search's path): grow
+        if self.length + t > keys.size(2):  # full: the generated part's room doubles
+            more = max(t, GROW_TOKENS, keys.size(2) - self.prompt)
             self._buffers = [
                 None if pair is None else tuple(
-                    torch.cat([x, x.new_empty(x.shape[:2] + (max(t, x.size(2)),) + x.shape[3:])],
-                              dim=2) for x in pair)
+                    torch.cat([x[: self.n], x.new_empty((self.n,) + x.shape[1:2] + (more,)
+                                                        + x.shape[3:])], dim=2)
+                    for x in pair)
                 for pair in self._buffers
             ]  # fmt: skip
             keys, values = self._buffers[0]
@@ -192,7 +198,9 @@ def beam_search(
     step_embed = step_embed or (lambda ids: embed(ids[:, None]))
     n = prompt_embeds.size(0)
     cache = {
-        _cache_keyword(model): _growing_cache(model, prompt_embeds.size(1) + budget, n * beams)
+        _cache_keyword(model): _growing_cache(
+            model, prompt_embeds.size(1) + min(budget, GROW_TOKENS), n * beams
+        )
     }
     last = _last_logits_only(model)
     out = model(inputs_embeds=prompt_embeds, attention_mask=mask, position_ids=_positions(mask),

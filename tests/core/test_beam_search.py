@@ -141,14 +141,22 @@ def test_holes_left_by_complete_records_are_filled_from_the_end():
     assert _fill_holes([0, 1, 2, 3], {2: 1, 3: 1}) == [2, 3]  # both move up, in order
 
 
+@pytest.mark.parametrize("grow", [16, 2])
 @pytest.mark.parametrize("arch", ["gpt2", "llama"])
-def test_the_search_runs_on_its_own_cache_with_one_copy_per_step(tok, arch):  # noqa: F811
+def test_the_search_runs_on_its_own_cache_with_one_copy_per_step(
+    tok,
+    arch,
+    grow,
+    monkeypatch,  # noqa: F811
+):
     """The cache is `_GrowingLayer`s (no `torch.cat` of the whole cache per step), its rows
     follow the beams and the records that leave as `DynamicCache`'s do: the same beams and
     scores as `generate` with records ending at different steps (more than one batch slot
-    refilled), and the prompt part copied into a row only when the row changes record."""
+    refilled), and the prompt part copied into a row only when the row changes record; with a
+    first room of 2 new tokens the buffers grow three times on the way, with the same beams."""
     from datatuner_core import beam_search as bs
 
+    monkeypatch.setattr(bs, "GROW_TOKENS", grow)
     model = gpt2(tok, seed=5) if arch == "gpt2" else llama(tok, seed=1)
     ids, embeds, mask = _prompts(model, [4, 9, 6, 12, 7, 5, 8])
     # llama: whole records complete early (their slots refilled); gpt2: texts end at varied steps
@@ -168,7 +176,9 @@ def test_the_search_runs_on_its_own_cache_with_one_copy_per_step(tok, arch):  # 
         bs._growing_cache = real
     layers = made[0].layers
     assert all(type(layer).__name__ == "GrowingLayer" for layer in layers)
-    assert all(layer.prompt == 12 and layer.capacity == 22 for layer in layers)
+    assert all(layer.prompt == 12 and layer.capacity == 12 + min(10, grow) for layer in layers)
+    room = {layer._buffers[0][0].size(2) for layer in layers}
+    assert room == ({22} if grow == 16 else {12 + 16})  # 2, 4, 8, 16: doubled three times
     want = _hf(model, ids, embeds, mask, 3, 10, eos)
     assert [[t for t, _ in b] for b in got] == [[t for t, _ in b] for b in want]
     for g, w in zip(got, want, strict=True):
