@@ -36,21 +36,22 @@ GROW_TOKENS = 16  # the cache's first room for new tokens; it then doubles when 
 
 
 class _GrowingLayer:
-    """One layer's KV cache in two preallocated buffers of `capacity` tokens (ping-pong; the
-    generated part's room doubles when full, so memory follows the texts' length), for beam
-    search. A step writes its token in place (no `torch.cat` of the whole cache), and the
-    beams' reorder copies the **generated** part of each row from its parent into the other
-    buffer; the prompt part (the first `prompt` positions, the same for every beam of a record)
-    is copied only into rows that held another record's prompt (after a record leaves the batch,
-    or at the first expansion). Attention reads a view of the filled part. Made by
-    `_growing_cache` as a subclass of `transformers`' `DynamicLayer` (masks and lengths as it
-    computes them)."""
+    """One layer's KV cache for beam search in one buffer per tensor, with room for `capacity`
+    tokens (the generated part's room doubles when full, so memory follows the texts' length).
+    A step writes its token in place (no `torch.cat` of the whole cache), and the beams' reorder
+    moves only the **generated** part of each row (gathered, then written back in place); the
+    prompt part (the first `prompt` positions, the same for every beam of a record) is copied
+    only into rows that held another record's prompt (at the first expansion, or when a record
+    leaves the batch and another takes its slot). `transformers`' `DynamicCache` copies the
+    whole cache twice per step (the reorder's `index_select` and the append's `cat`). Attention
+    reads a view of the filled part. Made by `_growing_cache` as a subclass of `DynamicLayer`
+    (masks and lengths as it computes them)."""
 
     def __init__(self, capacity: int, rows: int):
         super().__init__()
         self.capacity, self.rows, self.length, self.prompt, self.n = capacity, rows, 0, 0, 0
-        self._buffers = None  # [(keys, values) read now, (keys, values) the next reorder writes]
-        self._records = None  # per buffer, the record whose prompt each row holds (-1: none)
+        self._buffers = None  # (keys, values): [rows, heads, room, head_dim]
+        self._records = None  # the record whose prompt each row holds (-1: none)
 
     def update(self, key_states, value_states, *args, **kwargs):
         import torch
@@ -59,31 +60,25 @@ class _GrowingLayer:
         if self._buffers is None:
             self.device, self.is_initialized = key_states.device, True
             rows, cap = max(self.rows, b), max(self.capacity, t)
-
-            def empty(like):
-                return like.new_empty((rows, h, cap, like.size(-1)))
-
-            self._buffers = [(empty(key_states), empty(value_states)), None]  # 2nd: on demand
-            self._records = [torch.full((rows,), -1, dtype=torch.long, device=self.device)
-                             for _ in range(2)]  # fmt: skip
-            self._records[0][:b] = torch.arange(b, device=self.device)
+            self._buffers = tuple(x.new_empty((rows, h, cap, x.size(-1)))
+                                  for x in (key_states, value_states))  # fmt: skip
+            self._records = torch.full((rows,), -1, dtype=torch.long, device=self.device)
+            self._records[:b] = torch.arange(b, device=self.device)
             self.n, self.prompt = b, t
-        keys, values = self._buffers[0]
-        if self.length + t > keys.size(2):  # full: the generated part's room doubles
-            more = max(t, GROW_TOKENS, keys.size(2) - self.prompt)
-            self._buffers = [
-                None if pair is None else tuple(
-                    torch.cat([x[: self.n], x.new_empty((self.n,) + x.shape[1:2] + (more,)
-                                                        + x.shape[3:])], dim=2)
-                    for x in pair)
-                for pair in self._buffers
-            ]  # fmt: skip
-            keys, values = self._buffers[0]
+        if self.length + t > self._buffers[0].size(2):  # full: the generated part's room doubles
+            room = self._buffers[0].size(2)
+            more = max(t, GROW_TOKENS, room - self.prompt)
+            self._buffers = tuple(
+                torch.cat([x[: self.n], x.new_empty(x[: self.n].shape[:2] + (more,) + x.shape[3:])],
+                          dim=2)
+                for x in self._buffers
+            )  # fmt: skip
+        keys, values = self._buffers
         end = self.length + t
         keys[: self.n, :, self.length : end] = key_states
         values[: self.n, :, self.length : end] = value_states
         self.length = end
-        self.keys, self.values = keys[: self.n, :, :end], values[: self.n, :, :end]
+        self._set_rows(self.n)
         return self.keys, self.values
 
     def reorder_cache(self, beam_idx) -> None:
@@ -93,36 +88,31 @@ class _GrowingLayer:
             return
         n, p, end = beam_idx.numel(), self.prompt, self.length
         moved = (beam_idx != torch.arange(n, device=beam_idx.device)).nonzero().flatten()
-        if n <= self.n and (moved.numel() == 0 or bool((beam_idx[moved] >= n).all())):
-            # rows that stay or take a row from beyond the new end (greedy search, a record
-            # leaving): in place, no second buffer
-            if moved.numel():
-                sources = beam_idx.index_select(0, moved)
-                for x in self._buffers[0]:
-                    x[:, :, :end].index_copy_(0, moved, x[:, :, :end].index_select(0, sources))
-                self._records[0][moved] = self._records[0].index_select(0, sources)
+        if moved.numel() == 0 and n <= self.n:  # rows that stay (or leave from the end)
             self._set_rows(n)
             return
-        records = self._records[0][: self.n].index_select(0, beam_idx)
-        if self._buffers[1] is None or self._buffers[1][0].size(0) < n:
-            rows = max(n, self._buffers[0][0].size(0))
-            self._buffers[1] = tuple(x.new_empty((rows,) + x.shape[1:]) for x in self._buffers[0])
-            self._records[1] = torch.full((rows,), -1, dtype=torch.long, device=self.device)
-        stale = (self._records[1][:n] != records).nonzero().flatten()
-        for src, dst in zip(self._buffers[0], self._buffers[1], strict=True):
-            if stale.numel():  # rows that held another record's prompt: the prompt too
-                dst[:, :, :p].index_copy_(
-                    0, stale, src[: self.n, :, :p].index_select(0, beam_idx.index_select(0, stale))
-                )
-            torch.index_select(src[: self.n, :, p:end], 0, beam_idx, out=dst[:n, :, p:end])
-        self._records[1][:n] = records
-        self._buffers.reverse()
-        self._records.reverse()
+        if self._buffers[0].size(0) < n:  # more rows than foreseen
+            self._buffers = tuple(
+                torch.cat([x, x.new_empty((n - x.size(0),) + x.shape[1:])]) for x in self._buffers
+            )
+            self._records = torch.cat([self._records, self._records.new_full(
+                (n - self._records.numel(),), -1)])  # fmt: skip
+        records = self._records[: self.n].index_select(0, beam_idx)
+        stale = (self._records[:n] != records).nonzero().flatten()
+        for x in self._buffers:  # each: gathered first, then written (sources may be targets)
+            if stale.numel():
+                prompts = x[: self.n, :, :p].index_select(0, beam_idx.index_select(0, stale))
+                x[:, :, :p].index_copy_(0, stale, prompts)
+            if end > p and moved.numel():
+                rows = moved if n <= self.n else torch.arange(n, device=beam_idx.device)
+                texts = x[: self.n, :, p:end].index_select(0, beam_idx.index_select(0, rows))
+                x[:, :, p:end].index_copy_(0, rows, texts)
+        self._records[:n] = records
         self._set_rows(n)
 
     def _set_rows(self, n: int) -> None:
         self.n = n
-        keys, values = self._buffers[0]
+        keys, values = self._buffers
         self.keys, self.values = keys[:n, :, : self.length], values[:n, :, : self.length]
 
     def get_seq_length(self) -> int:

@@ -177,7 +177,7 @@ def test_the_search_runs_on_its_own_cache_with_one_copy_per_step(
     layers = made[0].layers
     assert all(type(layer).__name__ == "GrowingLayer" for layer in layers)
     assert all(layer.prompt == 12 and layer.capacity == 12 + min(10, grow) for layer in layers)
-    room = {layer._buffers[0][0].size(2) for layer in layers}
+    room = {layer._buffers[0].size(2) for layer in layers}
     assert room == ({22} if grow == 16 else {12 + 16})  # 2, 4, 8, 16: doubled three times
     want = _hf(model, ids, embeds, mask, 3, 10, eos)
     assert [[t for t, _ in b] for b in got] == [[t for t, _ in b] for b in want]
