@@ -41,7 +41,7 @@ proc, trace, t0 = psutil.Process(), [], time.perf_counter()
 for start in range(0, len(rows), args["block"]):
     gen.generate_rows(rows[start : start + args["block"]])
     trace.append(round(proc.memory_full_info().uss / 2**20, 1))
-print(json.dumps({"records": len(rows), "seconds": round(time.perf_counter() - t0, 1),
+print(json.dumps({"records": len(rows), "seconds": round(time.perf_counter() - t0, 3),
                   "uss_mib": trace}))
 """
 

@@ -143,12 +143,7 @@ def test_holes_left_by_complete_records_are_filled_from_the_end():
 
 @pytest.mark.parametrize("grow", [16, 2])
 @pytest.mark.parametrize("arch", ["gpt2", "llama"])
-def test_the_search_runs_on_its_own_cache_with_one_copy_per_step(
-    tok,
-    arch,
-    grow,
-    monkeypatch,  # noqa: F811
-):
+def test_the_search_runs_on_its_own_cache_with_one_copy_per_step(tok, arch, grow, monkeypatch):  # noqa: F811
     """The cache is `_GrowingLayer`s (no `torch.cat` of the whole cache per step), its rows
     follow the beams and the records that leave as `DynamicCache`'s do: the same beams and
     scores as `generate` with records ending at different steps (more than one batch slot
