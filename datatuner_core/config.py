@@ -160,6 +160,17 @@ class LMConfig(TrainerConfig):
     freeze_embeddings: bool = Field(
         False, description="freeze the input embeddings (a tied output layer is untied)"
     )
+    lora_rank: int = Field(
+        0,
+        ge=0,
+        description="LoRA adapters of this rank on every linear layer of the decoder blocks above "
+        "freeze_layers; every pretrained weight stays frozen (a tied output layer too; one that "
+        "freeze_embeddings untied trains), the special tokens' rows train, and the saved model "
+        "has the adapters folded in (a plain checkpoint); 0 = no adapters",
+    )
+    lora_alpha: float = Field(
+        16.0, gt=0, description="LoRA scale numerator: each update is (lora_alpha / lora_rank) B A"
+    )
 
 
 class ClassifierConfig(TrainerConfig):

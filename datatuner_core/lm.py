@@ -233,6 +233,8 @@ class LMTask(TrainTask):
     shape: tuple[int, int, int] | None = None  # scratch (layers, width, heads) override
     freeze_layers: int = _SECTION.freeze_layers  # bottom decoder blocks kept frozen
     freeze_embeddings: bool = _SECTION.freeze_embeddings  # input embeddings frozen (tied: untied)
+    lora_rank: int = _SECTION.lora_rank  # LoRA adapters above freeze_layers; 0 = none
+    lora_alpha: float = _SECTION.lora_alpha
     name: str = "lm"
     monitor: str = "val_ppl"  # lower is better
 
@@ -242,6 +244,10 @@ class LMTask(TrainTask):
 
         model = build_lm(self.base, self.tokenizer, shape=self.shape)
         freeze(model, self.freeze_layers, self.freeze_embeddings)
+        if self.lora_rank:
+            from .lora import add_adapters
+
+            add_adapters(model, self.lora_rank, self.lora_alpha, self.freeze_layers)
         # the special tokens' rows are new: they train even when the embeddings are frozen
         lm = StateLM(model, special_token_ids(self.tokenizer, self.special_tokens))
         self.parameter_counts = parameter_counts(lm)
@@ -309,6 +315,8 @@ def train_lm(
         max_length=section.max_length,
         freeze_layers=section.freeze_layers,
         freeze_embeddings=section.freeze_embeddings,
+        lora_rank=section.lora_rank,
+        lora_alpha=section.lora_alpha,
     )
     # checkpoints are chosen on the validation split and the held-out categories' records
     splits = stage_reader.read_manifest(linearized_uri).get("extra", {}).get("splits") or {}

@@ -64,6 +64,15 @@ class StateLM(torch.nn.Module):
             slot[ids] = torch.arange(len(ids))
             self.register_buffer("slot", slot, persistent=False)
             self.register_buffer("row_ids", torch.tensor(ids), persistent=False)
+        # an output layer tied to the frozen matrix (LoRA keeps it tied): the special tokens'
+        # output rows are the trainable rows too, as they will be once `merged()` writes them
+        head = lm.get_output_embeddings()
+        self.tied_rows = (
+            self.rows is not None
+            and head is not None
+            and head.weight is embed.weight
+            and getattr(head, "bias", None) is None
+        )
 
     def embed(self, ids: torch.Tensor) -> torch.Tensor:
         """`E[ids]`, with the trainable rows in place of the frozen ones."""
@@ -75,7 +84,11 @@ class StateLM(torch.nn.Module):
         return torch.where((slot >= 0).unsqueeze(-1), own, x)
 
     def merged(self):
-        """The plain LM with the trained rows written into its embedding matrix."""
+        """The plain LM with the trained rows written into its embedding matrix and any LoRA
+        adapters folded into their layers (`lora.merge_adapters`)."""
+        from .lora import merge_adapters
+
+        merge_adapters(self.lm)
         if self.rows is not None:
             with torch.no_grad():
                 weight = self.lm.get_input_embeddings().weight
@@ -89,7 +102,11 @@ class StateLM(torch.nn.Module):
         keep = targets != IGNORE
         if sliceable(self.lm.config):
             hidden = self.lm.base_model(inputs_embeds=x, attention_mask=attention_mask)[0]
-            logits = self.lm.get_output_embeddings()(hidden[:, :-1][keep])
+            hidden = hidden[:, :-1][keep]
+            logits = self.lm.get_output_embeddings()(hidden)
+            if self.tied_rows:
+                own = hidden @ self.rows.t().to(hidden.dtype)
+                logits = logits.index_copy(-1, self.row_ids, own.to(logits.dtype))
         else:
             logits = self.lm(inputs_embeds=x, attention_mask=attention_mask).logits[:, :-1][keep]
         return logits, targets[keep]

@@ -63,6 +63,9 @@ def task_identity(task) -> dict:
     settings (base, shape, lengths, states, frozen layers, special tokens) and its tokenizer's
     vocabulary (a scratch tokenizer is trained on the data, a packaged one is fixed)."""
     identity = {"task": task.name, **task_description(task)}
+    if not identity.get("lora_rank"):  # no adapters: the identity of the jobs made before the key
+        identity.pop("lora_rank", None)
+        identity.pop("lora_alpha", None)
     tokenizer = getattr(task, "tokenizer", None)
     if tokenizer is not None and hasattr(tokenizer, "get_vocab"):
         identity["vocab_sha256"] = fingerprints.fingerprint(sorted(tokenizer.get_vocab().items()))
