@@ -148,7 +148,6 @@ def cost(args) -> None:
 
 
 def curve(args) -> None:
-    from benchmarks.common import sample_rows
     from datatuner_core import evaluate
     from datatuner_core.generator import Generator
     from datatuner_core.lm import train_lm
@@ -156,14 +155,16 @@ def curve(args) -> None:
     work = Path(args.work)
     linearized, specials = prepare(work, args.entries)
     config = preset_config()
-    dev = {s: sample_rows(str(work), s, args.records) for s in ("validation_unseen", "validation")}
+    dev = dev_rows(work, args.records, args.dev_sample)
+    rerank = args.dev_sample == "pipeline"
     result = {
         "what": "each recipe trained for max_steps (the learning rate decaying to 0 there) through "
         "the real trainer on WebNLG train without the held-out categories; the curve is the "
         "validation perplexity per split; then the best checkpoint verbalizes the same seeded "
         f"{args.records} records of each dev split with webnlg-smol's decoding, no classifier",
         "command": f'python -m benchmarks.finetune curve --work W --recipes "{args.recipes}" '
-        f"--max-steps {args.max_steps} --eval-every {args.eval_every} --records {args.records}",
+        f"--max-steps {args.max_steps} --eval-every {args.eval_every} --records {args.records}"
+        + (" --dev-sample pipeline" if rerank else ""),
         "max_steps": args.max_steps,
         "recipes": {},
     }
@@ -189,9 +190,11 @@ def curve(args) -> None:
             "best": metrics["best"],
             "dev": {},
         }
-        gen_section = config.generate.model_copy(update={"rerank": False})
+        gen_section = config.generate.model_copy(update={"rerank": rerank})
         gen = Generator(out, None, gen_section, threads=args.threads)
         for split, rows in dev.items():
+            if not rows:  # a capped smoke run (`--entries`) may hold no held-out category
+                continue
             texts, seconds = timed(gen.generate_rows, rows)
             m = evaluate.headline(evaluate.evaluate_generations(texts))
             entry["dev"][split] = {
@@ -199,10 +202,41 @@ def curve(args) -> None:
                 "coverage_error": round(m["coverage_error"], 4),
                 "generate_seconds": round(seconds, 1),
             }  # fmt: skip
+            if rerank:
+                entry["dev"][split].update({
+                    k: round(m[k], 4 if "coverage" in k else 2)
+                    for k in ("bleu_top_beam", "oracle_bleu", "coverage_error_top_beam")
+                    if m.get(k) is not None
+                })  # fmt: skip
         del gen
         result["recipes"][name] = entry
         print(name, entry, flush=True)
         emit_result(result, args.out)  # what is done so far survives a stop
+
+
+def dev_rows(work: Path, records: int, how: str) -> dict[str, list[dict]]:
+    """`records` linearized rows of each dev split (`validation_unseen`, `validation`).
+
+    `benchmark`: `common.sample_rows`, the sample of the earlier curves. `pipeline`: the
+    validation sample `datatuner run` verbalizes beside the test split (`linearize.sample_splits`,
+    `generate.dev_records`), so that the figures stand beside a full run's dev figures. With
+    webnlg-smol's reranking (coverage check, then the LM score: `weight: 0`, `label_first:
+    false`) the classifier does not take part in the choice, so the reranked text without one is
+    the text the pipeline would choose; a preset whose classifier does is refused."""
+    from benchmarks.common import sample_rows
+    from datatuner_core import linearize as lin
+    from datatuner_core.stage_reader import read_stage
+
+    splits = ("validation_unseen", "validation")
+    if how == "benchmark":
+        return {s: sample_rows(str(work), s, records) for s in splits}
+    gen = preset_config().generate
+    if gen.weight != 0 or gen.label_first:
+        raise SystemExit("--dev-sample pipeline: the preset's reranking uses the classifier")
+    out = work / f"validation_sample_{records}"
+    lin.sample_splits(str(work / "linearized"), str(out), records, splits)
+    rows = read_stage(str(out)).to_pylist()
+    return {s: [r for r in rows if r["split"] == s] for s in splits}
 
 
 def parser() -> argparse.ArgumentParser:
@@ -225,6 +259,10 @@ def parser() -> argparse.ArgumentParser:
     v.add_argument("--max-steps", type=int, default=120)
     v.add_argument("--eval-every", type=int, default=40)
     v.add_argument("--records", type=int, default=100)
+    v.add_argument(
+        "--dev-sample", choices=("benchmark", "pipeline"), default="benchmark",
+        help="pipeline: the dev sample of `datatuner run`, reranked as the preset, top beam too",
+    )  # fmt: skip
     return p
 
 
