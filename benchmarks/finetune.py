@@ -1,8 +1,9 @@
 """Fine-tuning recipes for the smol LM side by side, judged on held-out-category dev (issue 22).
 
 A recipe is a set of `lm` keys over `configs/webnlg-smol.yaml`'s own `lm` section (`RECIPES`):
-the shipped one (bottom 15 blocks and the input embeddings frozen, the output layer untied and
-trained), LoRA adapters on every block (every pretrained weight frozen, the tied output layer too),
+freezing (bottom 15 blocks and the input embeddings frozen, the output layer untied and trained;
+the preset's recipe until 2026-12-03, called `preset` in the results of before), LoRA adapters on
+every block (every pretrained weight frozen, the tied output layer too: the shipped recipe),
 LoRA above 15 frozen blocks, and full fine-tuning.
 
 - `cost`: in this process, no Ray: the same `--steps` batches of 16 real WebNLG train examples
@@ -14,8 +15,8 @@ LoRA above 15 frozen blocks, and full fine-tuning.
   sample of `--records` records of each dev split with the preset's decoding, no classifier
   (top beam): BLEU and coverage error per split. Never the test split.
 
-    python -m benchmarks.finetune cost --work W --recipes "preset lora16 lora16-top15 full"
-    python -m benchmarks.finetune curve --work W --recipes "preset lora16" --max-steps 120 \\
+    python -m benchmarks.finetune cost --work W --recipes "freeze15 lora16 lora16-top15 full"
+    python -m benchmarks.finetune curve --work W --recipes "freeze15 lora16" --max-steps 120 \\
         --eval-every 40 --records 100 --out benchmarks/results/finetune-curve.json
 
 `--work` holds the WebNLG records and linearized stages (with the preset's held-out categories),
@@ -36,12 +37,12 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 PRESET = Path(__file__).resolve().parent.parent / "configs" / "webnlg-smol.yaml"
 
 RECIPES = {
-    "preset": {"freeze_layers": 15, "freeze_embeddings": True, "lr": 2.0e-4},
+    "freeze15": {"lora_rank": 0, "freeze_layers": 15, "freeze_embeddings": True, "lr": 2.0e-4},
     "lora16": {"lora_rank": 16, "lora_alpha": 32.0, "freeze_layers": 0,
                "freeze_embeddings": False, "lr": 5.0e-4},
     "lora16-top15": {"lora_rank": 16, "lora_alpha": 32.0, "freeze_layers": 15,
                      "freeze_embeddings": False, "lr": 5.0e-4},
-    "full": {"freeze_layers": 0, "freeze_embeddings": False, "lr": 1.0e-4},
+    "full": {"lora_rank": 0, "freeze_layers": 0, "freeze_embeddings": False, "lr": 1.0e-4},
 }  # fmt: skip
 
 
@@ -246,7 +247,7 @@ def parser() -> argparse.ArgumentParser:
         s = sub.add_parser(name)
         s.set_defaults(fn=fn)
         s.add_argument("--work", required=True)
-        s.add_argument("--recipes", default="preset lora16")
+        s.add_argument("--recipes", default="freeze15 lora16")
         s.add_argument("--threads", type=int, default=2)
         s.add_argument("--out", default=None)
         s.add_argument("--base", default=None, help="another lm.base (a smoke test: scratch:tiny)")
