@@ -3,8 +3,9 @@
 A recipe is a set of `lm` keys over `configs/webnlg-smol.yaml`'s own `lm` section (`RECIPES`):
 freezing (bottom 15 blocks and the input embeddings frozen, the output layer untied and trained;
 the preset's recipe until 2026-12-03, called `preset` in the results of before), LoRA adapters on
-every block (every pretrained weight frozen, the tied output layer too: the shipped recipe),
-LoRA above 15 frozen blocks, and full fine-tuning.
+every block (every pretrained weight frozen, the tied output layer too) at lr 5e-4 (`lora16`) and
+1e-3 (`lora16-lr1e3`, the shipped recipe since 2026-12-03), LoRA above 15 frozen blocks, and full
+fine-tuning.
 
 - `cost`: in this process, no Ray: the same `--steps` batches of 16 real WebNLG train examples
   (length-bucketed, seeded) through each recipe's model and AdamW, recipes alternating `--repeats`
@@ -40,6 +41,8 @@ RECIPES = {
     "freeze15": {"lora_rank": 0, "freeze_layers": 15, "freeze_embeddings": True, "lr": 2.0e-4},
     "lora16": {"lora_rank": 16, "lora_alpha": 32.0, "freeze_layers": 0,
                "freeze_embeddings": False, "lr": 5.0e-4},
+    "lora16-lr1e3": {"lora_rank": 16, "lora_alpha": 32.0, "freeze_layers": 0,
+                     "freeze_embeddings": False, "lr": 1.0e-3},
     "lora16-top15": {"lora_rank": 16, "lora_alpha": 32.0, "freeze_layers": 15,
                      "freeze_embeddings": False, "lr": 5.0e-4},
     "full": {"lora_rank": 0, "freeze_layers": 0, "freeze_embeddings": False, "lr": 1.0e-4},

@@ -8,6 +8,7 @@
     python -m benchmarks.tune actors --run RUN --lm LM --classifier CLF --records 512 --actors "1 2"
     python -m benchmarks.tune dtype --run RUN --lm LM --classifier CLF --records 200 \\
         --preset configs/webnlg-smol.yaml --dtypes "float32 bfloat16"
+    python -m benchmarks.tune consensus --generations GENERATIONS --weights "0 0.1 0.5 1 100"
 
 RUN is a run folder (`runs/{run_id}`: its linearized stage is sampled, seeded, the same records
 every time), LM and CLF model version folders. Each setting runs in this one process on the same
@@ -24,6 +25,11 @@ records, so the figures compare; `--out FILE` writes the JSON result beside prin
 - `dtype`: the preset's whole `generate` section in process with each `generate.dtype` (the LM's
   weights and arithmetic: float32, bfloat16), alternating `--repeats` times; speed, BLEU, top-beam
   BLEU, coverage error and how many texts equal the first setting's.
+- `consensus`: no decoding; dev generations rows already made (a generations stage or a JSON-lines
+  file of its rows, candidates kept) re-chosen by minimum Bayes risk: among the candidates with
+  the fewest missing record entities, the highest LM score + weight x consensus, the mean
+  sentence chrF (or BLEU) of a candidate against the record's other candidates (0-1). Per dev
+  split: BLEU and coverage error of each weight beside the rows' own choice.
 """
 
 from __future__ import annotations
@@ -268,6 +274,71 @@ def dtype(args) -> None:
     emit_result(result, args.out)
 
 
+def consensus_scores(texts: list[str], metric) -> list[float]:
+    """Each text's mean sentence score (0-1) against the others (`metric`: a sacrebleu metric)."""
+    out = []
+    for i, text in enumerate(texts):
+        others = [t for j, t in enumerate(texts) if j != i]
+        scores = [metric.sentence_score(text, [o]).score / 100 for o in others]
+        out.append(sum(scores) / len(scores) if scores else 0.0)
+    return out
+
+
+def read_generations(path: str) -> list[dict]:
+    """Generations rows from a stage folder or a JSON-lines file of them."""
+    from datatuner_core.stage_reader import read_stage
+
+    if path.endswith(".jsonl"):
+        with open(path, encoding="utf-8") as f:
+            return [json.loads(line) for line in f if line.strip()]
+    return read_stage(path).to_pylist()
+
+
+def consensus(args) -> None:
+    """Minimum-Bayes-risk re-choice of stored dev candidates, per weight and metric."""
+    import sacrebleu
+
+    from datatuner_core import evaluate
+    from datatuner_core.rerank import missing_entities
+
+    rows = [r for r in read_generations(args.generations) if r.get("candidates")]
+    if not rows or any(r["split"] == "test" for r in rows):
+        raise SystemExit("consensus re-chooses dev generations with candidates; test is not used")
+    metrics = {
+        "chrf": sacrebleu.metrics.CHRF(),
+        "bleu": sacrebleu.metrics.BLEU(effective_order=True),
+    }
+    missing = [[missing_entities(c["text"], r["entities"]) for c in r["candidates"]] for r in rows]
+
+    def report(chosen: list[dict]) -> dict:
+        out = {}
+        for split in sorted({r["split"] for r in chosen}) + ["all"]:
+            part = [r for r in chosen if split in ("all", r["split"])]
+            m = evaluate.headline(evaluate.evaluate_generations(part))
+            out[split] = {"records": len(part), "bleu": round(m["bleu"], 2),
+                          "coverage_error": round(m["coverage_error"], 4)}  # fmt: skip
+        return out
+
+    result = {"generations": args.generations, "records": len(rows), "own_choice": report(rows)}
+    print("own choice", result["own_choice"], flush=True)
+    for name in args.metrics.split():
+        agree = [
+            consensus_scores([c["text"] for c in r["candidates"]], metrics[name]) for r in rows
+        ]
+        for weight in (float(w) for w in args.weights.split()):
+            chosen = []
+            for r, gaps, u in zip(rows, missing, agree, strict=True):
+                cands = r["candidates"]
+                k = min(
+                    range(len(cands)),
+                    key=lambda i: (gaps[i], -(cands[i]["lm_score"] + weight * u[i]), i),
+                )
+                chosen.append({**r, "text": cands[k]["text"], "lm_score": cands[k]["lm_score"]})
+            result[f"{name}@{weight:g}"] = report(chosen)
+            print(name, weight, result[f"{name}@{weight:g}"], flush=True)
+    emit_result(result, args.out)
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m benchmarks.tune", description=description(__doc__))
     sub = p.add_subparsers(dest="command", required=True)
@@ -295,6 +366,11 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--dtypes", default="float32 bfloat16", help="generate.dtype values")
     t.add_argument("--repeats", type=int, default=1)
     t.add_argument("--threads", type=int, default=2)
+    m = sub.add_parser("consensus", help="minimum-Bayes-risk re-choice of stored dev candidates")
+    m.add_argument("--generations", required=True, help="a generations stage or a .jsonl of rows")
+    m.add_argument("--weights", default="0 0.1 0.25 0.5 1 2 100", help="weights of the consensus")
+    m.add_argument("--metrics", default="chrf bleu", help="sentence metrics: chrf, bleu")
+    m.add_argument("--out", default=None, help="also write the JSON result here")
     for q, order in ((s, "random"), (a, "source")):
         q.add_argument("--max-new-tokens", type=int, default=64)
         q.add_argument("--repeats", type=int, default=1)
@@ -305,12 +381,12 @@ def parser() -> argparse.ArgumentParser:
 
 
 COMMANDS = {"decoding": decoding, "new-token-cap": new_token_cap, "length-sort": length_sort,
-            "actors": actors, "dtype": dtype}  # fmt: skip
+            "actors": actors, "dtype": dtype, "consensus": consensus}  # fmt: skip
 
 
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
-    if args.command != "length-sort":
+    if args.command not in ("length-sort", "consensus"):  # consensus checks its rows' splits
         refuse_test_split(args, f"tune {args.command}")
     COMMANDS[args.command](args)
     return 0
