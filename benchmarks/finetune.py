@@ -15,10 +15,17 @@ fine-tuning.
   `validation_unseen`, the held-out categories), then the best checkpoint verbalizes a seeded
   sample of `--records` records of each dev split with the preset's decoding, no classifier
   (top beam): BLEU and coverage error per split. Never the test split.
+- `test`: once a recipe is chosen, a trained LM (`--lm`) verbalizes the WebNLG test split in this
+  process with the preset's whole generate section (reranking with no classifier, so a preset
+  whose classifier takes part in the choice is refused, as for `--dev-sample pipeline`): the
+  headline figures of `datatuner evaluate` (all / seen / unseen, top beam, oracle, coverage
+  error), minutes and records/s. Reported, never used to choose.
 
     python -m benchmarks.finetune cost --work W --recipes "freeze15 lora16 lora16-top15 full"
     python -m benchmarks.finetune curve --work W --recipes "freeze15 lora16" --max-steps 120 \\
         --eval-every 40 --records 100 --out benchmarks/results/finetune-curve.json
+    python -m benchmarks.finetune test --work W --lm W/models/lora16-lr1e3-300 \\
+        --generations W/test.jsonl --out benchmarks/results/finetune-test.json
 
 `--work` holds the WebNLG records and linearized stages (with the preset's held-out categories),
 made on first use and reused after, and the trained models.
@@ -243,6 +250,62 @@ def dev_rows(work: Path, records: int, how: str) -> dict[str, list[dict]]:
     return {s: [r for r in rows if r["split"] == s] for s in splits}
 
 
+def test_split(args) -> dict:
+    """The test split verbalized by `args.lm` with the preset's decoding, in chunks with progress;
+    each chunk's rows appended to `--generations` (JSON lines) as it finishes."""
+    import json
+
+    from datatuner_core import evaluate
+    from datatuner_core import linearize as lin
+    from datatuner_core.generator import Generator
+    from datatuner_core.ingest import ingest
+    from datatuner_core.stage_reader import read_stage
+
+    config = preset_config()
+    if config.generate.weight != 0 or config.generate.label_first:
+        raise SystemExit("finetune test: the preset's reranking uses the classifier")
+    work = Path(args.work) / "test"
+    if not (work / "linearized" / "_manifest.json").exists():
+        ingest("webnlg", {"test": str(SHARED_DATA / "webnlg" / "test")}, str(work / "records"),
+               max_records={"test": args.entries})  # fmt: skip
+        lin.linearize(str(work / "records"), str(work / "linearized"),
+                      holdout_categories=config.dataset.holdout_categories)  # fmt: skip
+    rows = [r for r in read_stage(str(work / "linearized")).to_pylist() if r["split"] == "test"]
+    rows = sorted(rows, key=lambda r: len(r["linearized"]))[: args.records]
+    gen = Generator(args.lm, None, config.generate, threads=args.threads)
+    sink = open(args.generations, "w", encoding="utf-8") if args.generations else None  # noqa: SIM115
+    done: list[dict] = []
+    started = time.monotonic()
+    try:
+        for i in range(0, len(rows), args.chunk):
+            texts = gen.generate_rows(rows[i : i + args.chunk])
+            done += texts
+            if sink:
+                sink.writelines(json.dumps(t, default=str) + "\n" for t in texts)
+                sink.flush()
+            spent = time.monotonic() - started
+            print(f"{len(done)}/{len(rows)} records, {spent / 60:.1f} min, "
+                  f"{len(done) / spent:.2f} records/s", flush=True)  # fmt: skip
+    finally:
+        if sink:
+            sink.close()
+    minutes = (time.monotonic() - started) / 60
+    headline = evaluate.headline(evaluate.evaluate_generations(done))
+    result = {
+        "what": "WebNLG test verbalized in process by one LM with the preset's generate section "
+        "whole (coverage check, then the LM score; no classifier takes part in the choice, and "
+        "the rows carry no fidelity labels); reported, not used to choose",
+        "command": f"python -m benchmarks.finetune test --work W --lm {args.lm}",
+        "machine": f"{os.cpu_count()} cores, {platform.processor() or platform.machine()}",
+        "threads": args.threads, "dtype_asked": config.generate.dtype,
+        "records": len(done), "minutes": round(minutes, 1),
+        "records_per_s": round(len(done) / (minutes * 60), 3), "retried": gen.retried,
+        "test": {k: v for k, v in headline.items() if v is not None},
+    }  # fmt: skip
+    emit_result(result, args.out)
+    return result
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=description(__doc__))
     sub = p.add_subparsers(dest="command", required=True)
@@ -267,6 +330,16 @@ def parser() -> argparse.ArgumentParser:
         "--dev-sample", choices=("benchmark", "pipeline"), default="benchmark",
         help="pipeline: the dev sample of `datatuner run`, reranked as the preset, top beam too",
     )  # fmt: skip
+    t = sub.add_parser("test", help="a chosen LM on the WebNLG test split, reported")
+    t.set_defaults(fn=test_split)
+    t.add_argument("--work", required=True, help="its test/ folder holds the linearized split")
+    t.add_argument("--lm", required=True, help="a trained LM folder")
+    t.add_argument("--threads", type=int, default=2)
+    t.add_argument("--records", type=int, default=None, help="the shortest N only (a smoke run)")
+    t.add_argument("--entries", type=int, default=None, help="ingest at most this many")
+    t.add_argument("--chunk", type=int, default=48, help="records per progress line")
+    t.add_argument("--generations", default=None, help="also write the rows here (JSON lines)")
+    t.add_argument("--out", default=None)
     return p
 
 

@@ -39,3 +39,31 @@ def test_pipeline_dev_sample_is_the_one_datatuner_run_verbalizes(tmp_path):
         assert [r["id"] for r in ours[split]] == ids
     earlier = dev_rows(tmp_path, 7, "benchmark")
     assert {r["id"] for r in earlier["validation"]} != {r["id"] for r in ours["validation"]}
+
+
+def test_test_reports_the_preset_decoding_of_a_chosen_lm_on_the_test_split(tmp_path, shared_data):
+    """`test`: a trained LM (here a random tiny Llama) on the shortest WebNLG test records with the
+    preset's decoding, in this process: every record in the rows file and the figures, with the
+    seen / unseen split and the oracle a full run's report shows."""
+    import json
+
+    from datatuner_core.tokenizer import build_tokenizer
+
+    from .core.test_state_lm import DATA, SPECIALS, TEXT, llama
+
+    tok = build_tokenizer("scratch:tiny", [DATA, TEXT] * 10, SPECIALS, vocab_size=400)
+    lm = tmp_path / "lm"
+    llama(tok, seed=1).save_pretrained(lm)
+    tok.save_pretrained(lm)
+    rows_file, out = tmp_path / "test.jsonl", tmp_path / "test.json"
+    result = main(["test", "--work", str(tmp_path), "--lm", str(lm), "--entries", "60",
+                   "--records", "6", "--chunk", "4", "--generations", str(rows_file),
+                   "--out", str(out)])  # fmt: skip
+    rows = [json.loads(line) for line in rows_file.read_text().splitlines()]
+    assert len(rows) == 6 == result["records"] and {r["split"] for r in rows} == {"test"}
+    assert len({r["id"] for r in rows}) == 6
+    # the preset's 3 beams, and up to 3 more (new texts) where its coverage retry decoded again
+    assert all(3 <= len(r["candidates"]) <= 6 and r["references"] for r in rows)
+    test = json.loads(out.read_text())["test"]
+    assert test["n"] == 6 and test["n_failed"] == 0 and 0 <= test["bleu"] <= 100
+    assert {"bleu_seen", "bleu_top_beam", "oracle_bleu", "coverage_error"} <= set(test)
