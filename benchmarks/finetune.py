@@ -50,6 +50,8 @@ RECIPES = {
                "freeze_embeddings": False, "lr": 5.0e-4},
     "lora16-lr1e3": {"lora_rank": 16, "lora_alpha": 32.0, "freeze_layers": 0,
                      "freeze_embeddings": False, "lr": 1.0e-3},
+    "lora16-lr2e3": {"lora_rank": 16, "lora_alpha": 32.0, "freeze_layers": 0,
+                     "freeze_embeddings": False, "lr": 2.0e-3},
     "lora16-top15": {"lora_rank": 16, "lora_alpha": 32.0, "freeze_layers": 15,
                      "freeze_embeddings": False, "lr": 5.0e-4},
     "full": {"lora_rank": 0, "freeze_layers": 0, "freeze_embeddings": False, "lr": 1.0e-4},

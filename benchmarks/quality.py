@@ -13,6 +13,10 @@ Systems, per preset:
     python -m benchmarks.quality run --preset configs/webnlg-tiny.yaml --storage /tmp/q
     python -m benchmarks.quality report --storage /tmp/q --out benchmarks/results \
         --keep benchmarks/results/quality.json   # the earlier report's other presets stay
+    # webnlg-smol's LM recipes, dev (benchmarks.finetune curve) beside test (… test):
+    python -m benchmarks.quality report --storage /tmp/q --keep benchmarks/results/quality.json \
+        --finetune benchmarks/results/finetune-curve-lora300-lr1e3.json \
+                   benchmarks/results/webnlg-smol-lora300-lr1e3-test.json
     # only the fine-state run (FC and No_FC): add --no-coarse; only the coarse one: --modes coarse
     # a seeded test sample (half seen, half unseen) with a run's models, when the CPU budget
     # cannot verbalize the whole split:
@@ -160,6 +164,10 @@ def parser() -> argparse.ArgumentParser:
     p_.add_argument("--gpu-twin", nargs="*", default=[], metavar="JSON",
                     help="benchmarks.gpu_quality results to add as a table (default: the "
                     "--keep report's)")  # fmt: skip
+    p_.add_argument("--finetune", nargs=2, action="append", default=[], metavar=("CURVE", "TEST"),
+                    help="a benchmarks.finetune curve result (one recipe) and its LM's test "
+                    "figures: dev beside test, repeatable (default: the --keep report's)",
+                    )  # fmt: skip
     p_.add_argument("--keep", metavar="JSON",
                     help="an earlier quality.json: its presets, runs and rescores that --storage "
                     "has not are kept")  # fmt: skip

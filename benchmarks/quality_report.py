@@ -6,7 +6,10 @@ per preset the systems No_FC_No_FS (coarse run, top beam), No_FC (fine run, top 
 run, chosen text) and one FC row per rescore (`runs/{run}/rescored/{label}`), each with BLEU all /
 seen / unseen (WebNLG), chrF, the coverage error and the predicted labels; the coverage check on
 the human references as the floor; the runs' training and generation figures; each classifier's
-held-out catch per corruption rule; and the GPU twin's results (`benchmarks.gpu_quality`).
+held-out catch per corruption rule; the GPU twin's results (`benchmarks.gpu_quality`); and,
+with `--finetune CURVE TEST` (repeatable), webnlg-smol's LM recipes with dev seen and dev unseen
+(`benchmarks.finetune curve`, where the recipe was chosen) beside the test figures of the same LM
+(`benchmarks.finetune test`, reported after the choice) and issue 22's targets.
 """
 
 from __future__ import annotations
@@ -278,6 +281,103 @@ def gpu_twin_lines(twins: list[dict]) -> list[str]:
     return [*lines, ""]
 
 
+TARGETS = {"bleu": 50.0, "bleu_unseen": 45.0, "coverage_error": 0.08}
+
+
+def finetune_entry(curve_file: str, test_file: str) -> dict:
+    """One LM recipe: its `benchmarks.finetune curve` result (one recipe: the validation
+    perplexity per step and the chosen checkpoint's dev BLEU per split) with its test figures
+    (the `test` figures of a `benchmarks.finetune test` result, or of a run's result file)."""
+    curve, test = json.loads(Path(curve_file).read_text()), json.loads(Path(test_file).read_text())
+    if len(curve.get("recipes") or {}) != 1:
+        raise SystemExit(f"--finetune: {curve_file} must hold one recipe's curve")
+    if not isinstance(test.get("test"), dict) or "bleu" not in test["test"]:
+        raise SystemExit(f"--finetune: {test_file} has no test figures")
+    ((recipe, entry),) = curve["recipes"].items()
+    return {"recipe": recipe, "curve_file": Path(curve_file).name,
+            "test_file": Path(test_file).name, "max_steps": curve.get("max_steps"),
+            "settings": entry.get("settings"), "train_minutes": entry.get("train_minutes"),
+            "tokens_per_s": entry.get("tokens_per_s"), "curve": entry.get("curve") or [],
+            "dev": entry.get("dev") or {}, "test": test["test"],
+            "test_minutes": test.get("minutes") or test["test"].get("generation_minutes_here"),
+            }  # fmt: skip
+
+
+def _met(value, target: float, higher: bool, pct: bool = False) -> str:
+    """`met (value)` or `missed by GAP (value)`: BLEU points, or percentage points with pct."""
+    if value is None:
+        return "—"
+    gap = value - target if higher else target - value
+    if gap >= 0:
+        return f"met ({fmt(value, pct)})"
+    size = f"{abs(gap) * 100:.2f} points" if pct else f"{abs(gap):.2f}"
+    return f"missed by {size} ({fmt(value, pct)})"
+
+
+def _dev_cell(x: dict) -> str:
+    """A dev split's BLEU: chosen (top beam, oracle)."""
+    return f"{fmt(x.get('bleu'))} ({fmt(x.get('bleu_top_beam'))}, {fmt(x.get('oracle_bleu'))})"
+
+
+def finetune_lines(entries: list[dict]) -> list[str]:
+    """webnlg-smol's LM recipes: validation perplexity per step on both dev splits (the
+    unseen-dev curve), dev BLEU where the choice was made, test BLEU reported after it."""
+    lines = [
+        "## webnlg-smol's LM recipes: dev (chosen on) beside test (reported)", "",
+        "`benchmarks.finetune curve` (100 + 100 seeded dev records, the preset's decoding, no "
+        "classifier) and `benchmarks.finetune test` (all 1,862 test records, the same LM and "
+        "decoding). BLEU of the text chosen (coverage check, then LM score) / top beam / oracle "
+        "(the best candidate per record). The sections after this one come from whole pipeline "
+        "runs (`benchmarks.quality run`), each with the LM recipe its run table names.", "",
+        "| recipe | lr | steps | LM min | val ppl seen / unseen | dev seen | dev unseen | "
+        "test all | test seen | test unseen | test top beam | test oracle | "
+        "test coverage error (top beam) | test generate min |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]  # fmt: skip
+    for e in entries:
+        last = e["curve"][-1] if e["curve"] else {}
+        seen, unseen = (
+            _dev_cell(e["dev"].get(k) or {}) for k in ("validation", "validation_unseen")
+        )
+
+        t = e["test"]
+        lines.append(
+            f"| {e['recipe']} | {(e['settings'] or {}).get('lr', '—')} | {e['max_steps']} | "
+            f"{fmt(e['train_minutes'])} | {fmt(last.get('val_ppl@validation'))} / "
+            f"{fmt(last.get('val_ppl@validation_unseen'))} | {seen} | {unseen} | "
+            f"{fmt(t.get('bleu'))} | {fmt(t.get('bleu_seen'))} | "
+            f"{fmt(t.get('bleu_unseen'))} | {fmt(t.get('bleu_top_beam'))} | "
+            f"{fmt(t.get('oracle_bleu'))} | {fmt(t.get('coverage_error'), True)} "
+            f"({fmt(t.get('coverage_error_top_beam'), True)}) | {fmt(e['test_minutes'])} |"
+        )
+    lines += ["", "Dev columns: chosen (top beam, oracle).", "",
+              "| recipe | issue 22: test all ≥ 50 | unseen ≥ 45 | coverage error ≤ 8 % | "
+              "chosen ≥ top beam |", "|---|---|---|---|---|"]  # fmt: skip
+    for e in entries:
+        t = e["test"]
+        top = t.get("bleu_top_beam")
+        lines.append(
+            f"| {e['recipe']} | {_met(t.get('bleu'), TARGETS['bleu'], True)} | "
+            f"{_met(t.get('bleu_unseen'), TARGETS['bleu_unseen'], True)} | "
+            f"{_met(t.get('coverage_error'), TARGETS['coverage_error'], False, True)} | "
+            f"{'—' if top is None else _met(t.get('bleu'), top, True)} |"
+        )
+    lines += [
+        "",
+        "Validation perplexity per step (the unseen-dev curve):",
+        "",
+        "| recipe | step | val ppl seen | val ppl unseen |",
+        "|---|---|---|---|",
+    ]
+    for e in entries:
+        for point in e["curve"]:
+            lines.append(
+                f"| {e['recipe']} | {point.get('step')} | {fmt(point.get('val_ppl@validation'))}"
+                f" | {fmt(point.get('val_ppl@validation_unseen'))} |"
+            )
+    return [*lines, ""]
+
+
 def report(args) -> None:
     """quality.md / quality.json from the runs under --storage; with --keep, the presets (and
     runs, and rescores) of an earlier quality.json that this storage lacks are carried over."""
@@ -291,7 +391,7 @@ def report(args) -> None:
             raise SystemExit(f"--keep: no quality.json at {args.keep}")
         kept = json.loads(Path(args.keep).read_text())
     kept_presets, presets = kept.get("presets") or {}, {}
-    if not names and not kept_presets:
+    if not (names or kept_presets or getattr(args, "finetune", None) or kept.get("finetune")):
         raise SystemExit(f"no {{name}}-fine or {{name}}-coarse runs under {runs_dir}")
     for name in sorted({*names, *kept_presets}):
         old = kept_presets.get(name)
@@ -302,6 +402,11 @@ def report(args) -> None:
         presets[name] = entry
     out = {"storage": str(storage), "presets": presets}
     lines = ["# Quality report (the paper's ablation)", ""]
+    recipes = [finetune_entry(c, t) for c, t in getattr(args, "finetune", None) or []]
+    recipes = recipes or kept.get("finetune") or []
+    if recipes:  # first: the LM recipes' dev and test figures; the pipeline runs' ablation after
+        out["finetune"] = recipes
+        lines += finetune_lines(recipes)
     for name, entry in presets.items():
         lines += preset_lines(name, entry)
     twins = [json.loads(Path(f).read_text()) | {"file": Path(f).name} for f in args.gpu_twin]
