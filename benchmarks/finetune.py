@@ -19,7 +19,8 @@ fine-tuning.
   process with the preset's whole generate section (reranking with no classifier, so a preset
   whose classifier takes part in the choice is refused, as for `--dev-sample pipeline`): the
   headline figures of `datatuner evaluate` (all / seen / unseen, top beam, oracle, coverage
-  error), minutes and records/s. Reported, never used to choose.
+  error), minutes and records/s. Reported, never used to choose. A stopped run given the same
+  `--generations` rows file again keeps the rows there and generates only the rest.
 
     python -m benchmarks.finetune cost --work W --recipes "freeze15 lora16 lora16-top15 full"
     python -m benchmarks.finetune curve --work W --recipes "freeze15 lora16" --max-steps 120 \\
@@ -274,20 +275,25 @@ def test_split(args) -> dict:
                       holdout_categories=config.dataset.holdout_categories)  # fmt: skip
     rows = [r for r in read_stage(str(work / "linearized")).to_pylist() if r["split"] == "test"]
     rows = sorted(rows, key=lambda r: len(r["linearized"]))[: args.records]
+    done = kept_rows(args.generations, {r["id"] for r in rows}, args.lm) if args.generations else []
+    if done:
+        print(f"resuming: {len(done)} of {len(rows)} records already in {args.generations}, "
+              "not generated again", flush=True)  # fmt: skip
+    kept = {t["id"] for t in done}
+    todo = [r for r in rows if r["id"] not in kept]
     gen = Generator(args.lm, None, config.generate, threads=args.threads)
-    sink = open(args.generations, "w", encoding="utf-8") if args.generations else None  # noqa: SIM115
-    done: list[dict] = []
+    sink = open(args.generations, "a", encoding="utf-8") if args.generations else None  # noqa: SIM115
     started = time.monotonic()
     try:
-        for i in range(0, len(rows), args.chunk):
-            texts = gen.generate_rows(rows[i : i + args.chunk])
+        for i in range(0, len(todo), args.chunk):
+            texts = gen.generate_rows(todo[i : i + args.chunk])
             done += texts
             if sink:
                 sink.writelines(json.dumps(t, default=str) + "\n" for t in texts)
                 sink.flush()
             spent = time.monotonic() - started
             print(f"{len(done)}/{len(rows)} records, {spent / 60:.1f} min, "
-                  f"{len(done) / spent:.2f} records/s", flush=True)  # fmt: skip
+                  f"{(i + len(texts)) / spent:.2f} records/s", flush=True)  # fmt: skip
     finally:
         if sink:
             sink.close()
@@ -300,12 +306,39 @@ def test_split(args) -> dict:
         "command": f"python -m benchmarks.finetune test --work W --lm {args.lm}",
         "machine": f"{os.cpu_count()} cores, {platform.processor() or platform.machine()}",
         "threads": args.threads, "dtype_asked": config.generate.dtype,
-        "records": len(done), "minutes": round(minutes, 1),
-        "records_per_s": round(len(done) / (minutes * 60), 3), "retried": gen.retried,
+        "records": len(done), "resumed": len(kept), "minutes": round(minutes, 1),
+        "records_per_s": round(len(todo) / (minutes * 60), 3) if todo else None,
+        "retried": gen.retried,
         "test": {k: v for k, v in headline.items() if v is not None},
     }  # fmt: skip
     emit_result(result, args.out)
     return result
+
+
+def kept_rows(path: str, ids: set[str], lm: str) -> list[dict]:
+    """The rows an earlier, stopped `test` left in `path` (JSON lines) for these ids, by this LM;
+    the file is rewritten with only those (a half-written last line, another LM's rows or ids of
+    another selection are dropped), so that the run appends the rest. None when it is absent."""
+    import json
+
+    from datatuner_core.generator import model_version
+
+    target = Path(path)
+    if not target.exists():
+        return []
+    version, kept, seen = model_version(lm), [], set()
+    for line in target.read_text(encoding="utf-8").splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # the line a stop cut short
+        if row.get("id") in ids and row["id"] not in seen and row.get("model_version") == version:
+            kept.append(row)
+            seen.add(row["id"])
+    tmp = target.with_name(target.name + ".tmp")
+    tmp.write_text("".join(json.dumps(r, default=str) + "\n" for r in kept), encoding="utf-8")
+    os.replace(tmp, target)
+    return kept
 
 
 def parser() -> argparse.ArgumentParser:
@@ -340,7 +373,9 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--records", type=int, default=None, help="the shortest N only (a smoke run)")
     t.add_argument("--entries", type=int, default=None, help="ingest at most this many")
     t.add_argument("--chunk", type=int, default=48, help="records per progress line")
-    t.add_argument("--generations", default=None, help="also write the rows here (JSON lines)")
+    t.add_argument("--generations", default=None,
+                   help="also write the rows here (JSON lines); a stopped run given the same file "
+                   "again keeps its rows and generates only the rest")  # fmt: skip
     t.add_argument("--out", default=None)
     return p
 

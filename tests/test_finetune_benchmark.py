@@ -67,3 +67,16 @@ def test_test_reports_the_preset_decoding_of_a_chosen_lm_on_the_test_split(tmp_p
     test = json.loads(out.read_text())["test"]
     assert test["n"] == 6 and test["n_failed"] == 0 and 0 <= test["bleu"] <= 100
     assert {"bleu_seen", "bleu_top_beam", "oracle_bleu", "coverage_error"} <= set(test)
+
+    # stopped after 2 records, in the middle of the third's line: the rerun keeps the two and
+    # generates the other four, each id once
+    lines = rows_file.read_text().splitlines(keepends=True)
+    rows_file.write_text("".join(lines[:2]) + lines[2][:40])
+    again = main(["test", "--work", str(tmp_path), "--lm", str(lm), "--records", "6",
+                  "--chunk", "4", "--generations", str(rows_file), "--out", str(out)])  # fmt: skip
+    resumed = rows_file.read_text().splitlines(keepends=True)
+    assert resumed[:2] == lines[:2] and len(resumed) == 6 == again["records"]
+    assert again["resumed"] == 2 and {json.loads(x)["id"] for x in resumed} == {
+        r["id"] for r in rows
+    }
+    assert json.loads(out.read_text())["test"]["n"] == 6
