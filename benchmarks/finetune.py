@@ -3,9 +3,9 @@
 A recipe is a set of `lm` keys over `configs/webnlg-smol.yaml`'s own `lm` section (`RECIPES`):
 freezing (bottom 15 blocks and the input embeddings frozen, the output layer untied and trained;
 the preset's recipe until 2026-12-03, called `preset` in the results of before), LoRA adapters on
-every block (every pretrained weight frozen, the tied output layer too) at lr 5e-4 (`lora16`) and
-1e-3 (`lora16-lr1e3`, the shipped recipe since 2026-12-03), LoRA above 15 frozen blocks, and full
-fine-tuning.
+every block (every pretrained weight frozen, the tied output layer too) at lr 5e-4 (`lora16`), 1e-3
+(`lora16-lr1e3`) and 2e-3 (`lora16-lr2e3`, the shipped recipe since stop 44), LoRA above 15 frozen
+blocks, and full fine-tuning.
 
 - `cost`: in this process, no Ray: the same `--steps` batches of 16 real WebNLG train examples
   (length-bucketed, seeded) through each recipe's model and AdamW, recipes alternating `--repeats`
