@@ -15,6 +15,12 @@ blocks, and full fine-tuning.
   `validation_unseen`, the held-out categories), then the best checkpoint verbalizes a seeded
   sample of `--records` records of each dev split with the preset's decoding, no classifier
   (top beam): BLEU and coverage error per split. Never the test split.
+- `dev`: trained LMs (`--lms`, the one in place first) side by side on a larger dev sample than a
+  curve's (`--unseen-records` of `validation_unseen`, `--records` of `validation`: the pipeline's
+  seeded sample, whose first 100 are the curve's), with the preset's whole generate section: each
+  LM's figures per split, and each LM against the first by paired bootstrap of corpus BLEU (per
+  split and on the dev mean: the difference, its 95 % interval, the share of samples it wins).
+  For a choice a 100-record curve cannot settle. Rows kept per LM and split; a stopped run resumes.
 - `test`: once a recipe is chosen, a trained LM (`--lm`) verbalizes the WebNLG test split in this
   process with the preset's whole generate section (reranking with no classifier, so a preset
   whose classifier takes part in the choice is refused, as for `--dev-sample pipeline`): the
@@ -25,6 +31,8 @@ blocks, and full fine-tuning.
     python -m benchmarks.finetune cost --work W --recipes "freeze15 lora16 lora16-top15 full"
     python -m benchmarks.finetune curve --work W --recipes "freeze15 lora16" --max-steps 120 \\
         --eval-every 40 --records 100 --out benchmarks/results/finetune-curve.json
+    python -m benchmarks.finetune dev --work W --lms "W/models/lora16-lr2e3-300 \\
+        W/models/lora16-lr1e3-300" --records 300 --unseen-records 573 --generations W/dev
     python -m benchmarks.finetune test --work W --lm W/models/lora16-lr1e3-300 \\
         --generations W/test.jsonl --out benchmarks/results/finetune-test.json
 
@@ -256,8 +264,6 @@ def dev_rows(work: Path, records: int, how: str) -> dict[str, list[dict]]:
 def test_split(args) -> dict:
     """The test split verbalized by `args.lm` with the preset's decoding, in chunks with progress;
     each chunk's rows appended to `--generations` (JSON lines) as it finishes."""
-    import json
-
     from datatuner_core import evaluate
     from datatuner_core import linearize as lin
     from datatuner_core.generator import Generator
@@ -275,18 +281,128 @@ def test_split(args) -> dict:
                       holdout_categories=config.dataset.holdout_categories)  # fmt: skip
     rows = [r for r in read_stage(str(work / "linearized")).to_pylist() if r["split"] == "test"]
     rows = sorted(rows, key=lambda r: len(r["linearized"]))[: args.records]
-    done = kept_rows(args.generations, {r["id"] for r in rows}, args.lm) if args.generations else []
+    gen = Generator(args.lm, None, config.generate, threads=args.threads)
+    started = time.monotonic()
+    done, kept = generate_resumable(gen, rows, args.generations, args.lm, args.chunk)
+    todo = len(rows) - kept
+    minutes = (time.monotonic() - started) / 60
+    headline = evaluate.headline(evaluate.evaluate_generations(done))
+    result = {
+        "what": "WebNLG test verbalized in process by one LM with the preset's generate section "
+        "whole (coverage check, then the LM score; no classifier takes part in the choice, and "
+        "the rows carry no fidelity labels); reported, not used to choose",
+        "command": f"python -m benchmarks.finetune test --work W --lm {args.lm}",
+        "machine": f"{os.cpu_count()} cores, {platform.processor() or platform.machine()}",
+        "threads": args.threads, "dtype_asked": config.generate.dtype,
+        "records": len(done), "resumed": kept, "minutes": round(minutes, 1),
+        "records_per_s": round(todo / (minutes * 60), 3) if todo else None,
+        "retried": gen.retried,
+        "test": {k: v for k, v in headline.items() if v is not None},
+    }  # fmt: skip
+    emit_result(result, args.out)
+    return result
+
+
+def dev(args) -> dict:
+    """Trained LMs (`--lms`, the first the one in place) side by side on a larger dev sample than
+    a curve's: `--unseen-records` of `validation_unseen` and `--records` of `validation` (the
+    pipeline's seeded sample, whose first 100 are a curve's), verbalized with the preset's
+    generate section, rows kept per LM and split under `--generations` (a stopped run resumes).
+    Per LM and split: BLEU, top beam, oracle, coverage error; then each other LM against the
+    first by paired bootstrap on each split and on the dev mean. Never the test split."""
+    from datatuner_core import evaluate
+    from datatuner_core.bleu import CorpusScorer, paired_bootstrap
+    from datatuner_core.generator import Generator
+
+    config = preset_config()
+    if config.generate.weight != 0 or config.generate.label_first:
+        raise SystemExit("finetune dev: the preset's reranking uses the classifier")
+    work = Path(args.work)
+    prepare(work, args.entries)
+    counts = {"validation_unseen": args.unseen_records or args.records,
+              "validation": args.records}  # fmt: skip
+    samples = {split: dev_split_sample(work, split, n) for split, n in counts.items()}
+    lms = args.lms.split()
+    if args.generations:
+        Path(args.generations).mkdir(parents=True, exist_ok=True)
+    result = {
+        "what": "trained LMs verbalizing the same seeded dev sample (the pipeline's: its first 100 "
+        "per split are a curve's) with the preset's generate section, no classifier; each LM "
+        "against the first by paired bootstrap (Koehn 2004) of corpus BLEU, per split and on "
+        "the mean of the two splits; never the test split",
+        "command": f'python -m benchmarks.finetune dev --work W --lms "{args.lms}" '
+        f"--records {args.records} --unseen-records {counts['validation_unseen']}",
+        "machine": f"{os.cpu_count()} cores, {platform.processor() or platform.machine()}",
+        "records": {split: len(rows) for split, rows in samples.items()},
+        "lms": {},
+        "against_first": {},
+    }  # fmt: skip
+    texts: dict[str, dict[str, list[dict]]] = {lm: {} for lm in lms}
+    for split, rows in samples.items():  # the held-out split first: the one a choice hangs on
+        for lm in lms:
+            gen = Generator(lm, None, config.generate, threads=args.threads)
+            rows_file = (
+                str(Path(args.generations) / f"{Path(lm).name}.{split}.jsonl")
+                if args.generations
+                else None
+            )
+            started = time.monotonic()
+            done, kept = generate_resumable(gen, rows, rows_file, lm, args.chunk)
+            order = {r["id"]: i for i, r in enumerate(rows)}
+            texts[lm][split] = sorted(done, key=lambda t: order[t["id"]])
+            m = evaluate.headline(evaluate.evaluate_generations(texts[lm][split]))
+            result["lms"].setdefault(lm, {})[split] = {
+                **{k: v for k, v in m.items() if v is not None},
+                "resumed": kept,
+                "minutes": round((time.monotonic() - started) / 60, 1),
+            }
+            del gen
+            emit_result(result, args.out)  # what is done so far survives a stop
+    first = lms[0]
+    for lm in lms[1:]:
+        groups = {}
+        for split in samples:
+            scorer = CorpusScorer([t.get("references") for t in texts[first][split]])
+            groups[split] = (scorer, *(
+                scorer.segment_statistics([t.get("text") for t in texts[x][split]], names=["bleu"])
+                for x in (lm, first)
+            ))  # fmt: skip
+        result["against_first"][lm] = {
+            **{split: paired_bootstrap([g], args.samples) for split, g in groups.items()},
+            "mean": paired_bootstrap(list(groups.values()), args.samples),
+        }
+    emit_result(result, args.out)
+    return result
+
+
+def dev_split_sample(work: Path, split: str, n: int) -> list[dict]:
+    """The pipeline's seeded sample of `n` records of one dev split (`linearize.sample_splits`:
+    the first 100 of it are `dev_rows(work, 100, "pipeline")`'s), in its own order."""
+    from datatuner_core import linearize as lin
+    from datatuner_core.stage_reader import read_stage
+
+    out = work / f"dev_sample_{split}_{n}"
+    lin.sample_splits(str(work / "linearized"), str(out), n, (split,))
+    return [r for r in read_stage(str(out)).to_pylist() if r["split"] == split]
+
+
+def generate_resumable(gen, rows: list[dict], path: str | None, lm: str, chunk: int = 48):
+    """`rows` verbalized by `gen` in chunks with a progress line each; each chunk's rows appended
+    to `path` (JSON lines) as it finishes, and the rows an earlier stopped run left there for these
+    ids by this LM kept (`kept_rows`). Returns (every row, how many were kept)."""
+    import json
+
+    done = kept_rows(path, {r["id"] for r in rows}, lm) if path else []
     if done:
-        print(f"resuming: {len(done)} of {len(rows)} records already in {args.generations}, "
+        print(f"resuming: {len(done)} of {len(rows)} records already in {path}, "
               "not generated again", flush=True)  # fmt: skip
     kept = {t["id"] for t in done}
     todo = [r for r in rows if r["id"] not in kept]
-    gen = Generator(args.lm, None, config.generate, threads=args.threads)
-    sink = open(args.generations, "a", encoding="utf-8") if args.generations else None  # noqa: SIM115
+    sink = open(path, "a", encoding="utf-8") if path else None  # noqa: SIM115
     started = time.monotonic()
     try:
-        for i in range(0, len(todo), args.chunk):
-            texts = gen.generate_rows(todo[i : i + args.chunk])
+        for i in range(0, len(todo), chunk):
+            texts = gen.generate_rows(todo[i : i + chunk])
             done += texts
             if sink:
                 sink.writelines(json.dumps(t, default=str) + "\n" for t in texts)
@@ -297,22 +413,7 @@ def test_split(args) -> dict:
     finally:
         if sink:
             sink.close()
-    minutes = (time.monotonic() - started) / 60
-    headline = evaluate.headline(evaluate.evaluate_generations(done))
-    result = {
-        "what": "WebNLG test verbalized in process by one LM with the preset's generate section "
-        "whole (coverage check, then the LM score; no classifier takes part in the choice, and "
-        "the rows carry no fidelity labels); reported, not used to choose",
-        "command": f"python -m benchmarks.finetune test --work W --lm {args.lm}",
-        "machine": f"{os.cpu_count()} cores, {platform.processor() or platform.machine()}",
-        "threads": args.threads, "dtype_asked": config.generate.dtype,
-        "records": len(done), "resumed": len(kept), "minutes": round(minutes, 1),
-        "records_per_s": round(len(todo) / (minutes * 60), 3) if todo else None,
-        "retried": gen.retried,
-        "test": {k: v for k, v in headline.items() if v is not None},
-    }  # fmt: skip
-    emit_result(result, args.out)
-    return result
+    return done, len(kept)
 
 
 def kept_rows(path: str, ids: set[str], lm: str) -> list[dict]:
@@ -365,6 +466,21 @@ def parser() -> argparse.ArgumentParser:
         "--dev-sample", choices=("benchmark", "pipeline"), default="benchmark",
         help="pipeline: the dev sample of `datatuner run`, reranked as the preset, top beam too",
     )  # fmt: skip
+    d = sub.add_parser("dev", help="trained LMs side by side on a larger dev sample")
+    d.set_defaults(fn=dev)
+    d.add_argument("--work", required=True)
+    d.add_argument("--lms", required=True, help="trained LM folders, the one in place first")
+    d.add_argument("--records", type=int, default=300, help="records of `validation`")
+    d.add_argument("--unseen-records", type=int, default=None,
+                   help="records of `validation_unseen` (default: --records)")  # fmt: skip
+    d.add_argument("--samples", type=int, default=1000, help="bootstrap samples")
+    d.add_argument("--threads", type=int, default=2)
+    d.add_argument("--entries", type=int, default=None, help="ingest at most this many")
+    d.add_argument("--chunk", type=int, default=48, help="records per progress line")
+    d.add_argument("--generations", default=None,
+                   help="a folder for the rows (JSON lines per LM and split); a stopped run "
+                   "given the same folder again keeps its rows")  # fmt: skip
+    d.add_argument("--out", default=None)
     t = sub.add_parser("test", help="a chosen LM on the WebNLG test split, reported")
     t.set_defaults(fn=test_split)
     t.add_argument("--work", required=True, help="its test/ folder holds the linearized split")

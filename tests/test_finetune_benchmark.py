@@ -80,3 +80,51 @@ def test_test_reports_the_preset_decoding_of_a_chosen_lm_on_the_test_split(tmp_p
         r["id"] for r in rows
     }
     assert json.loads(out.read_text())["test"]["n"] == 6
+
+
+def test_dev_compares_trained_lms_on_the_same_larger_dev_sample(tmp_path, shared_data):
+    """`dev`: trained LMs (random tiny Llamas; the first two the same weights) verbalize the same
+    seeded sample of each dev split (the pipeline's: a smaller sample is its prefix); every row is
+    kept per LM and split, each LM is compared with the first by paired bootstrap, identical LMs
+    differ by exactly 0, and a rerun generates nothing."""
+    import json
+
+    from datatuner_core.linearize import sample_splits
+    from datatuner_core.stage_reader import read_stage
+    from datatuner_core.tokenizer import build_tokenizer
+
+    from .core.test_state_lm import DATA, SPECIALS, TEXT, llama
+
+    tok = build_tokenizer("scratch:tiny", [DATA, TEXT] * 10, SPECIALS, vocab_size=400)
+    lms = [tmp_path / name for name in ("a", "b", "c")]
+    for lm, seed in zip(lms, (1, 1, 2)):
+        llama(tok, seed=seed).save_pretrained(lm)
+        tok.save_pretrained(lm)
+    rows_dir, out = tmp_path / "rows", tmp_path / "dev.json"
+    args = ["dev", "--work", str(tmp_path), "--lms", " ".join(map(str, lms)), "--entries", "300",
+            "--records", "4", "--unseen-records", "3", "--samples", "50",
+            "--generations", str(rows_dir), "--out", str(out)]  # fmt: skip
+    result = main(args)
+    assert result["records"] == {"validation_unseen": 3, "validation": 4}
+    sample_splits(str(tmp_path / "linearized"), str(tmp_path / "run_sample"), 7)
+    theirs = read_stage(str(tmp_path / "run_sample")).to_pylist()
+    for split, n in result["records"].items():
+        prefix = [r["id"] for r in theirs if r["split"] == split][:n]
+        for lm in lms:
+            rows = [json.loads(x) for x in (rows_dir / f"{lm.name}.{split}.jsonl").open()]
+            assert sorted(r["id"] for r in rows) == sorted(prefix)
+            assert {r["split"] for r in rows} == {split} and all(r["references"] for r in rows)
+            figures = result["lms"][str(lm)][split]
+            assert figures["n"] == n and figures["resumed"] == 0 and "bleu_top_beam" in figures
+    same, other = (result["against_first"][str(lm)] for lm in lms[1:])
+    assert set(same) == set(other) == {"validation_unseen", "validation", "mean"}
+    for part in same.values():
+        assert (part["delta"], part["low"], part["high"], part["a_better"]) == (0, 0, 0, 0)
+    assert all(p["low"] <= p["delta"] <= p["high"] and p["samples"] == 50 for p in other.values())
+
+    again = main(args)  # every row kept: nothing generated again, the same figures
+    for lm in lms:
+        for split, n in result["records"].items():
+            assert again["lms"][str(lm)][split]["resumed"] == n
+            assert again["lms"][str(lm)][split]["bleu"] == result["lms"][str(lm)][split]["bleu"]
+    assert again["against_first"] == result["against_first"]

@@ -46,6 +46,38 @@ def test_corpus_scores_equal_sacrebleu_with_uneven_reference_counts():
     assert bleu.reference_streams(REFS) == streams
 
 
+def test_paired_bootstrap_separates_a_real_difference_from_noise():
+    """`paired_bootstrap`: the observed difference is sacrebleu's; identical systems differ by
+    exactly 0; a system that is always better wins every sample; two systems each better on half
+    of the inputs get an interval across 0; two sets are averaged as a dev mean; seeded."""
+    refs = [REFS[i % 3] for i in range(30)]
+    good = [r[0] for r in refs]
+    bad = [HYPS[i % 3].split(" ")[0] + " is ." for i in range(30)]
+    scorer = bleu.CorpusScorer(refs)
+
+    def stats(texts):
+        return scorer.segment_statistics(texts, names=["bleu"])
+
+    streams = _streams(refs)
+    clear = bleu.paired_bootstrap([(scorer, stats(good), stats(bad))], samples=200)
+    expected = (
+        sacrebleu.corpus_bleu(good, streams).score - sacrebleu.corpus_bleu(bad, streams).score
+    )
+    assert clear["delta"] == round(expected, 2) and expected > 50
+    assert clear["a_better"] == 1.0 and 0 < clear["low"] <= clear["delta"] <= clear["high"]
+    same = bleu.paired_bootstrap([(scorer, stats(good), stats(good))], samples=200)
+    assert (same["delta"], same["low"], same["high"], same["a_better"]) == (0, 0, 0, 0)
+    half_a = good[:15] + bad[15:]
+    half_b = bad[:15] + good[15:]
+    tie = bleu.paired_bootstrap([(scorer, stats(half_a), stats(half_b))], samples=200)
+    assert tie["low"] < 0 < tie["high"] and 0.05 < tie["a_better"] < 0.95
+    both = bleu.paired_bootstrap(
+        [(scorer, stats(good), stats(bad)), (scorer, stats(good), stats(good))], samples=200
+    )
+    assert both["delta"] == round(expected / 2, 2) and both["a_better"] == 1.0
+    assert bleu.paired_bootstrap([(scorer, stats(half_a), stats(half_b))], samples=200) == tie
+
+
 def test_lowercase_bleu_differs_only_by_case():
     hyps, refs = ["the EIFFEL tower is in PARIS ."], [["The Eiffel Tower is in Paris ."]]
     scores = bleu.corpus_scores(hyps, refs)
