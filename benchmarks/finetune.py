@@ -27,6 +27,9 @@ blocks, and full fine-tuning.
   headline figures of `datatuner evaluate` (all / seen / unseen, top beam, oracle, coverage
   error), minutes and records/s. Reported, never used to choose. A stopped run given the same
   `--generations` rows file again keeps the rows there and generates only the rest.
+- `paired`: two LMs' `test` rows files of the same records by category group (WebNLG's unseen
+  categories, the preset's held-out ones, the trained ones): BLEU of each, paired bootstrap of the
+  difference. Reported after a test run, never used to choose.
 
     python -m benchmarks.finetune cost --work W --recipes "freeze15 lora16 lora16-top15 full"
     python -m benchmarks.finetune curve --work W --recipes "freeze15 lora16" --max-steps 120 \\
@@ -386,6 +389,53 @@ def dev_split_sample(work: Path, split: str, n: int) -> list[dict]:
     return [r for r in read_stage(str(out)).to_pylist() if r["split"] == split]
 
 
+def paired(args) -> dict:
+    """Two LMs' rows of the same test records (`test --generations` files, `--rows A B`) compared
+    by group: WebNLG's unseen categories, the preset's held-out categories (seen by WebNLG, never
+    trained on here), the categories trained on; BLEU of each and a paired bootstrap of B - A.
+    Reported, never used to choose: it says where two LMs differ once the test split is run."""
+    import json
+
+    from datatuner_core.bleu import CorpusScorer, paired_bootstrap
+    from datatuner_core.breakdown import WEBNLG_UNSEEN
+
+    held = set(preset_config().dataset.holdout_categories)
+    rows_a, rows_b = (
+        {r["id"]: r for r in map(json.loads, Path(f).read_text().splitlines())} for f in args.rows
+    )
+    if set(rows_a) != set(rows_b):
+        raise SystemExit(f"finetune paired: the two files hold different records "
+                         f"({len(rows_a)} and {len(rows_b)}, {len(set(rows_a) ^ set(rows_b))} "
+                         "in one only)")  # fmt: skip
+    groups = {
+        "webnlg_unseen": lambda c: c in WEBNLG_UNSEEN,
+        "held_out": lambda c: c in held,
+        "trained": lambda c: c not in held and c not in WEBNLG_UNSEEN,
+    }
+    result = {
+        "what": "two LMs' texts of the same test records by category group: BLEU of each and a "
+        "paired bootstrap of B - A (Koehn 2004); reported, never used to choose",
+        "command": "python -m benchmarks.finetune paired --rows " + " ".join(args.rows),
+        "held_out": sorted(held),
+        "groups": {},
+    }
+    for name, member in groups.items():
+        ids = sorted(i for i, r in rows_a.items() if member(r.get("category")))
+        if not ids:
+            continue
+        scorer = CorpusScorer([rows_a[i]["references"] for i in ids])
+        a, b = (scorer.segment_statistics([rows[i]["text"] for i in ids], names=["bleu"])
+                for rows in (rows_a, rows_b))  # fmt: skip
+        result["groups"][name] = {
+            "records": len(ids),
+            "bleu_a": round(scorer.scores(a)["bleu"], 2),
+            "bleu_b": round(scorer.scores(b)["bleu"], 2),
+            "b_minus_a": paired_bootstrap([(scorer, b, a)], args.samples),
+        }
+    emit_result(result, args.out)
+    return result
+
+
 def generate_resumable(gen, rows: list[dict], path: str | None, lm: str, chunk: int = 48):
     """`rows` verbalized by `gen` in chunks with a progress line each; each chunk's rows appended
     to `path` (JSON lines) as it finishes, and the rows an earlier stopped run left there for these
@@ -481,6 +531,12 @@ def parser() -> argparse.ArgumentParser:
                    help="a folder for the rows (JSON lines per LM and split); a stopped run "
                    "given the same folder again keeps its rows")  # fmt: skip
     d.add_argument("--out", default=None)
+    q = sub.add_parser("paired", help="two LMs' test rows by category group, reported")
+    q.set_defaults(fn=paired)
+    q.add_argument("--rows", nargs=2, required=True, metavar=("A", "B"),
+                   help="two `test --generations` files of the same records")  # fmt: skip
+    q.add_argument("--samples", type=int, default=1000, help="bootstrap samples")
+    q.add_argument("--out", default=None)
     t = sub.add_parser("test", help="a chosen LM on the WebNLG test split, reported")
     t.set_defaults(fn=test_split)
     t.add_argument("--work", required=True, help="its test/ folder holds the linearized split")

@@ -110,8 +110,9 @@ def paired_bootstrap(
     A and B on the same inputs. `groups`: one (scorer, A's statistics, B's statistics) per test
     set (`CorpusScorer.segment_statistics`, with "bleu"); each sample redraws every set's inputs
     with replacement and takes the mean over the sets of BLEU(A) - BLEU(B), as the dev mean of two
-    splits is. Returns the observed difference, its 95 % interval, the share of samples where A
-    scores higher, and the number of samples."""
+    splits is. Returns the observed difference (`delta`), its 95 % interval (`low`,
+    `high`), the share of samples where the difference is above 0 (A scores higher:
+    `above_zero`), and the number of samples."""
     import random
 
     draw = random.Random(seed)
@@ -132,6 +133,6 @@ def paired_bootstrap(
         "delta": round(observed, 2),
         "low": round(deltas[int(0.025 * samples)], 2),
         "high": round(deltas[min(samples - 1, int(0.975 * samples))], 2),
-        "a_better": round(sum(d > 0 for d in deltas) / samples, 3),
+        "above_zero": round(sum(d > 0 for d in deltas) / samples, 3),
         "samples": samples,
     }

@@ -119,7 +119,7 @@ def test_dev_compares_trained_lms_on_the_same_larger_dev_sample(tmp_path, shared
     same, other = (result["against_first"][str(lm)] for lm in lms[1:])
     assert set(same) == set(other) == {"validation_unseen", "validation", "mean"}
     for part in same.values():
-        assert (part["delta"], part["low"], part["high"], part["a_better"]) == (0, 0, 0, 0)
+        assert (part["delta"], part["low"], part["high"], part["above_zero"]) == (0, 0, 0, 0)
     assert all(p["low"] <= p["delta"] <= p["high"] and p["samples"] == 50 for p in other.values())
 
     again = main(args)  # every row kept: nothing generated again, the same figures
@@ -128,3 +128,33 @@ def test_dev_compares_trained_lms_on_the_same_larger_dev_sample(tmp_path, shared
             assert again["lms"][str(lm)][split]["resumed"] == n
             assert again["lms"][str(lm)][split]["bleu"] == result["lms"][str(lm)][split]["bleu"]
     assert again["against_first"] == result["against_first"]
+
+
+def test_paired_compares_two_test_rows_files_by_category_group(tmp_path):
+    """`paired`: rows of the same test records by two LMs, grouped into WebNLG's unseen
+    categories, the preset's held-out ones and the trained ones; B better where its texts are the
+    references; files of different records are refused with a clear error."""
+    import json
+
+    import pytest
+
+    refs = {"Artist": "Alan Bean was born in Wheeler, Texas.",
+            "City": "Aarhus is a city in Denmark.",
+            "Airport": "Aarhus Airport is in Tirstrup."}  # fmt: skip
+    rows = [{"id": f"{c}{i}", "category": c, "references": [ref]}
+            for c, ref in refs.items() for i in range(4)]  # fmt: skip
+    a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    a.write_text("".join(json.dumps({**r, "text": "Something else ."}) + "\n" for r in rows))
+    b.write_text("".join(json.dumps({**r, "text": r["references"][0] if r["category"] != "City"
+                                     else "Something else ."}) + "\n" for r in rows))  # fmt: skip
+    result = main(["paired", "--rows", str(a), str(b), "--samples", "50"])
+    groups = result["groups"]
+    assert result["held_out"] == ["City", "Monument"]
+    assert {k: g["records"] for k, g in groups.items()} == {
+        "webnlg_unseen": 4, "held_out": 4, "trained": 4}  # fmt: skip
+    assert groups["webnlg_unseen"]["bleu_b"] == 100 and groups["webnlg_unseen"]["bleu_a"] < 10
+    assert groups["trained"]["b_minus_a"]["above_zero"] == 1.0
+    assert groups["held_out"]["b_minus_a"]["delta"] == 0 == groups["held_out"]["b_minus_a"]["low"]
+    a.write_text("".join(json.dumps({**r, "text": "x"}) + "\n" for r in rows[:-1]))
+    with pytest.raises(SystemExit, match="different records"):
+        main(["paired", "--rows", str(a), str(b)])

@@ -64,17 +64,17 @@ def test_paired_bootstrap_separates_a_real_difference_from_noise():
         sacrebleu.corpus_bleu(good, streams).score - sacrebleu.corpus_bleu(bad, streams).score
     )
     assert clear["delta"] == round(expected, 2) and expected > 50
-    assert clear["a_better"] == 1.0 and 0 < clear["low"] <= clear["delta"] <= clear["high"]
+    assert clear["above_zero"] == 1.0 and 0 < clear["low"] <= clear["delta"] <= clear["high"]
     same = bleu.paired_bootstrap([(scorer, stats(good), stats(good))], samples=200)
-    assert (same["delta"], same["low"], same["high"], same["a_better"]) == (0, 0, 0, 0)
+    assert (same["delta"], same["low"], same["high"], same["above_zero"]) == (0, 0, 0, 0)
     half_a = good[:15] + bad[15:]
     half_b = bad[:15] + good[15:]
     tie = bleu.paired_bootstrap([(scorer, stats(half_a), stats(half_b))], samples=200)
-    assert tie["low"] < 0 < tie["high"] and 0.05 < tie["a_better"] < 0.95
+    assert tie["low"] < 0 < tie["high"] and 0.05 < tie["above_zero"] < 0.95
     both = bleu.paired_bootstrap(
         [(scorer, stats(good), stats(bad)), (scorer, stats(good), stats(good))], samples=200
     )
-    assert both["delta"] == round(expected / 2, 2) and both["a_better"] == 1.0
+    assert both["delta"] == round(expected / 2, 2) and both["above_zero"] == 1.0
     assert bleu.paired_bootstrap([(scorer, stats(half_a), stats(half_b))], samples=200) == tie
 
 
