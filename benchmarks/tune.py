@@ -9,6 +9,7 @@
     python -m benchmarks.tune dtype --run RUN --lm LM --classifier CLF --records 200 \\
         --preset configs/webnlg-smol.yaml --dtypes "float32 bfloat16"
     python -m benchmarks.tune consensus --generations GENERATIONS --weights "0 0.1 0.5 1 100"
+    python -m benchmarks.tune weights --generations DEV.jsonl --classifier CLF --weights "0 0.3 1"
 
 RUN is a run folder (`runs/{run_id}`: its linearized stage is sampled, seeded, the same records
 every time), LM and CLF model version folders. Each setting runs in this one process on the same
@@ -30,6 +31,11 @@ records, so the figures compare; `--out FILE` writes the JSON result beside prin
   the fewest missing record entities, the highest LM score + weight x consensus, the mean
   sentence chrF (or BLEU) of a candidate against the record's other candidates (0-1). Per dev
   split: BLEU and coverage error of each weight beside the rows' own choice.
+- `weights`: no decoding; stored dev candidates labelled once by `--classifier`, then re-chosen
+  by each reranking order (`coverage`: the coverage check, then LM score + weight x log
+  P(accurate); `label_first`: the label's severity between the two) and weight: per dev split
+  and on the mean of the splits, BLEU, coverage error, the verdict's `accurate` rate and its
+  precision against the coverage check; `best_on_dev` names the setting of the highest mean.
 """
 
 from __future__ import annotations
@@ -339,6 +345,62 @@ def consensus(args) -> None:
     emit_result(result, args.out)
 
 
+def weights(args) -> dict:
+    """Stored dev candidates labelled once by a classifier, then re-chosen by each reranking order
+    and weight of log P(accurate); per dev split and on the mean of the splits: BLEU, coverage
+    error, the verdict's `accurate` rate and its precision against the coverage check."""
+    from datatuner_core import evaluate
+    from datatuner_core.candidate_choice import score_and_choose
+
+    rows = [r for path in args.generations for r in read_generations(path) if r.get("candidates")]
+    if not rows or any(r["split"] == "test" for r in rows):
+        raise SystemExit("weights re-chooses dev generations with candidates; test is not used")
+    scorer = None
+    if args.classifier:
+        from datatuner_core.classifier_scorer import FidelityScorer
+
+        scorer = FidelityScorer(args.classifier)
+        for r in rows:  # labelled again by this classifier
+            for c in r["candidates"]:
+                c["fidelity_label"] = c["fidelity_score"] = None
+    elif any(c.get("fidelity_label") is None for r in rows for c in r["candidates"]):
+        raise SystemExit("weights: the candidates carry no classifier labels; give --classifier")
+    started = time.perf_counter()
+    score_and_choose(rows, scorer, rerank=False)  # every candidate labelled, once
+    label_seconds = time.perf_counter() - started
+    splits = sorted({r["split"] for r in rows})
+    result = {
+        "what": "stored dev candidates, labelled once by the classifier, re-chosen by each order "
+        "and weight (coverage check first, then the combined score LM + weight x log P(accurate); "
+        "label_first: the label's severity before the score); the verdict the user sees per text",
+        "generations": args.generations, "classifier": args.classifier,
+        "records": {s: sum(r["split"] == s for r in rows) for s in splits},
+        "label_seconds": round(label_seconds, 1), "settings": {},
+    }  # fmt: skip
+    for order in args.orders.split():
+        for weight in (float(w) for w in args.weights.split()):
+            score_and_choose(rows, None, rerank=True, coverage=True, weight=weight,
+                             label_first=order == "label_first", verdict=True)  # fmt: skip
+            entry = {}
+            for split in splits:
+                m = evaluate.headline(evaluate.evaluate_generations(
+                    [r for r in rows if r["split"] == split]))  # fmt: skip
+                entry[split] = {
+                    k: round(m[k], 4 if k != "bleu" and k != "bleu_top_beam" else 2)
+                    for k in ("bleu", "bleu_top_beam", "coverage_error", "accurate_rate",
+                              "verdict_accurate_precision")
+                    if m.get(k) is not None
+                }  # fmt: skip
+            entry["mean_bleu"] = round(sum(entry[s]["bleu"] for s in splits) / len(splits), 2)
+            name = f"{order}@{weight:g}"
+            result["settings"][name] = entry
+            print(name, entry, flush=True)
+    best = max(result["settings"], key=lambda k: result["settings"][k]["mean_bleu"])
+    result["best_on_dev"] = best
+    emit_result(result, args.out)
+    return result
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m benchmarks.tune", description=description(__doc__))
     sub = p.add_subparsers(dest="command", required=True)
@@ -377,16 +439,26 @@ def parser() -> argparse.ArgumentParser:
         q.add_argument("--order", choices=("random", "source"), default=order,
                        help="the sample's order: random, or the split's own (WebNLG: by "
                        "triple count)")  # fmt: skip
+    w = sub.add_parser("weights", help="classifier weight and order on stored dev candidates")
+    w.add_argument("--generations", nargs="+", required=True,
+                   help="dev generations (stages or JSON lines), candidates kept")  # fmt: skip
+    w.add_argument("--classifier", default=None, help="label the candidates with it")
+    w.add_argument("--weights", default="0 0.1 0.3 1 3", help="weights of log P(accurate)")
+    w.add_argument("--orders", default="coverage label_first",
+                   help="coverage: coverage check, then the combined score; label_first: the "
+                   "label's severity between the two")  # fmt: skip
+    w.add_argument("--out", default=None)
     return p
 
 
 COMMANDS = {"decoding": decoding, "new-token-cap": new_token_cap, "length-sort": length_sort,
-            "actors": actors, "dtype": dtype, "consensus": consensus}  # fmt: skip
+            "actors": actors, "dtype": dtype, "consensus": consensus,
+            "weights": weights}  # fmt: skip
 
 
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
-    if args.command not in ("length-sort", "consensus"):  # consensus checks its rows' splits
+    if args.command not in ("length-sort", "consensus", "weights"):  # these check the splits
         refuse_test_split(args, f"tune {args.command}")
     COMMANDS[args.command](args)
     return 0
